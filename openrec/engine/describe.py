@@ -1,0 +1,49 @@
+"""Build a model from a config, count its parameters and run one training step and one decode."""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+from ..losses import build_loss
+from ..modeling import build_model
+from ..text import build_charset, build_label_encoder, build_postprocess, collate_labels
+
+SAMPLE_WORDS = ["openrec", "Mamba", "SVTRv2", "2026", "text", "scene", "READ", "ocr!"]
+
+
+def charset_from_config(config: dict):
+    g = config.get("Global", {})
+    return build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
+
+
+def describe_model(config: dict, batch_size: int = 2, height: int = 32, width: int = 128) -> dict:
+    """Returns parameter counts, output shapes, loss and decoded texts of an untrained model."""
+    charset = charset_from_config(config)
+    model = build_model(config["Architecture"], charset)
+    loss_fn = build_loss(config["Loss"], charset)
+    label_encoder = build_label_encoder(config["LabelEncode"], charset)
+    post = build_postprocess(config["PostProcess"], charset)
+    words = [SAMPLE_WORDS[i % len(SAMPLE_WORDS)] for i in range(batch_size)]
+    batch = collate_labels(label_encoder, words, random.Random(0))
+    images = torch.randn(batch_size, 3, height, width)
+
+    model.train()
+    start = time.perf_counter()
+    outputs = model(images, batch)
+    losses = loss_fn(outputs, batch)
+    losses["loss"].backward()
+    train_s = time.perf_counter() - start
+    missing_grads = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.eval()
+    with torch.no_grad():
+        decoded = post(model(images))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {
+        "params_total": count(model), "params_encoder": count(model.encoder), "params_decoder": count(model.decoder),
+        "train_outputs": {k: tuple(v.shape) for k, v in outputs.items()},
+        "losses": {k: v.item() for k, v in losses.items()},
+        "train_step_s": train_s, "params_without_grad": missing_grads,
+        "decoded": list(zip(decoded["text"], decoded["conf"])), "labels": words,
+    }

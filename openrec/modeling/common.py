@@ -1,0 +1,109 @@
+"""Layers shared by encoders and decoders."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm2d", "drop_path_rates"]
+
+
+def drop_path_rates(drop_path_rate: float, total_depth: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 to ``drop_path_rate`` over all blocks."""
+    if total_depth <= 1:
+        return [0.0] * total_depth
+    return [drop_path_rate * i / (total_depth - 1) for i in range(total_depth)]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (identity in eval or at rate 0)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Dropout -> Linear -> Dropout on tokens (B, N, C)."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on tokens (B, N, C) through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+
+
+class Block(nn.Module):
+    """Transformer block on tokens. ``prenorm=False`` is SVTRv2's post-norm form:
+    ``x = norm1(x + attn(x)); x = norm2(x + mlp(x))``; ``prenorm=True`` the usual pre-norm form."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
+                 attn_drop: float = 0.0, drop_path: float = 0.0, prenorm: bool = False, eps: float = 1e-6):
+        super().__init__()
+        self.prenorm = prenorm
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.mixer = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prenorm:
+            x = x + self.drop_path(self.mixer(self.norm1(x)))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop_path(self.mixer(x)))
+        return self.norm2(x + self.drop_path(self.mlp(x)))
+
+
+class ConvBNLayer(nn.Module):
+    """Conv2d (no bias) -> BatchNorm2d -> GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)

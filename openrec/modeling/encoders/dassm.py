@@ -1,0 +1,146 @@
+"""DA-Mamba block: a dynamic adaptive scan (DAS) followed by a d_state=1 selective scan.
+
+All modules take and return (B, C, H, W) maps. Parameter names follow the original SVTRv2Mamba
+fork where that costs nothing (``pos_embed``, ``token_mixer``, ``da_scan`` ...) so checkpoint
+import is a short rename table.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...ops import das_sample, selective_scan
+from ..common import DropPath, LayerNorm2d
+
+__all__ = ["ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
+
+
+class ResDWC(nn.Module):
+    """Residual depthwise 3x3 convolution: ``x + dwconv(x)`` (a conditional position encoding)."""
+
+    def __init__(self, dim: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size, 1, kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class ConvFFN(nn.Module):
+    """1x1 conv -> GELU -> ResDWC -> 1x1 conv, with dropout after the activation and the output."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.conv = ResDWC(hidden_dim)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.fc1(x)))
+        return self.drop(self.fc2(self.conv(x)))
+
+
+class DynamicAdaptiveScan(nn.Module):
+    """Predicts one (dx, dy) per pixel and channel group from the block input and resamples ``x``.
+
+    Offsets come from DWConv3x3 -> LayerNorm -> GELU -> Linear(C, 2G). The Linear starts at zero,
+    so DAS is exactly the identity at initialisation (see :meth:`init_special_weights`).
+    """
+
+    def __init__(self, dim: int, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.dw_conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.act = nn.GELU()
+        self.offset = nn.Linear(dim, 2 * groups)
+        self.init_special_weights()
+
+    def init_special_weights(self) -> None:
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, block_input: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """block_input: (B, C, H, W) normalised block input; x: (B, H, W, C) -> (B, H, W, C)."""
+        feats = self.dw_conv(block_input).permute(0, 2, 3, 1)
+        offset = self.offset(self.act(self.norm(feats)))
+        return das_sample(x, offset)
+
+
+class DASSM(nn.Module):
+    """in_proj -> DWConv3x3 + SiLU -> DAS -> selective scan over the H*W tokens -> LayerNorm -> out_proj."""
+
+    def __init__(self, dim: int, groups: int, drop: float = 0.0, dt_min: float = 1e-3, dt_max: float = 0.1):
+        super().__init__()
+        self.dim = dim
+        self.dt_rank = math.ceil(dim / 16)
+        self.in_proj = nn.Conv2d(dim, dim, 1, bias=False)
+        self.conv2d = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+        self.act = nn.SiLU()
+        self.da_scan = DynamicAdaptiveScan(dim, groups)
+        # x_proj produces [dt (dt_rank), B (1), C (1)] per token; dt_proj lifts dt back to dim channels.
+        self.x_proj_weight = nn.Parameter(torch.empty(self.dt_rank + 2, dim))
+        self.dt_proj_weight = nn.Parameter(torch.empty(dim, self.dt_rank))
+        self.dt_proj_bias = nn.Parameter(torch.empty(dim))
+        self.A_log = nn.Parameter(torch.empty(dim, 1))
+        self.D = nn.Parameter(torch.empty(dim))
+        self.out_norm = nn.LayerNorm(dim)
+        self.out_proj = nn.Conv2d(dim, dim, 1, bias=False)
+        self.drop = nn.Dropout(drop)
+        self.dt_min, self.dt_max = dt_min, dt_max
+        self.init_special_weights()
+
+    @torch.no_grad()
+    def init_special_weights(self) -> None:
+        """Mamba's initialisation: dt log-uniform in [dt_min, dt_max] through the bias, A = -1, D = 1."""
+        nn.init.uniform_(self.x_proj_weight, -self.dim ** -0.5, self.dim ** -0.5)
+        nn.init.uniform_(self.dt_proj_weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(self.dim) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min))
+        dt = dt.clamp(min=1e-4)
+        self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.zero_()
+        self.D.fill_(1.0)
+
+    def ssm(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, C) channels-last -> y: (B, L, C) with L = H*W in row-major order."""
+        b, h, w, c = x.shape
+        tokens = x.reshape(b, h * w, c)
+        x_dbl = F.linear(tokens, self.x_proj_weight)  # (B, L, R+2)
+        dts = F.linear(x_dbl[..., : self.dt_rank], self.dt_proj_weight)  # (B, L, C)
+        Bs = x_dbl[..., self.dt_rank].unsqueeze(1)
+        Cs = x_dbl[..., self.dt_rank + 1].unsqueeze(1)
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(tokens.transpose(1, 2), dts.transpose(1, 2), A, Bs, Cs, self.D.float(),
+                           self.dt_proj_bias.float(), delta_softplus=True)
+        return y.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        feats = self.act(self.conv2d(self.in_proj(x))).permute(0, 2, 3, 1)
+        feats = self.da_scan(x, feats)
+        y = self.out_norm(self.ssm(feats))
+        y = y.transpose(1, 2).reshape(b, c, h, w)
+        return self.drop(self.out_proj(y))
+
+
+class DASSMBlock(nn.Module):
+    """``x = ResDWC(x); x += drop_path(DASSM(LN2d(x))); x += drop_path(ConvFFN(BN(x)))``; (B,C,H,W) in/out."""
+
+    def __init__(self, dim: int, head_dim: int = 16, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.pos_embed = ResDWC(dim)
+        self.norm1 = LayerNorm2d(dim)
+        self.token_mixer = DASSM(dim, groups=dim // head_dim, drop=drop)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos_embed(x)
+        x = x + self.drop_path(self.token_mixer(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -1,0 +1,66 @@
+"""Installs the ``openrec`` package; compiles the CUDA extension from ``csrc/`` when it can.
+
+The extension is built when a CUDA-enabled torch and a CUDA toolkit are present and ``csrc/``
+holds CUDA sources. ``OPENREC_CUDA=1`` forces the build (and fails loudly without a toolkit),
+``OPENREC_CUDA=0`` skips it. ``CUDA_HOME`` and ``TORCH_CUDA_ARCH_LIST`` are honoured; without the
+latter we target sm_75 and up with PTX for the newest (CUDA 13 has no sm_70). No ``-std`` is pinned:
+torch's own flags choose the C++ standard. Never consults ``torch.cuda.is_available()``, so build
+hosts without a GPU work.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def cuda_extensions():
+    mode = os.environ.get("OPENREC_CUDA", "auto").lower()
+    if mode in ("0", "false", "no", "off"):
+        return [], {}
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
+                     + glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+    except ImportError:
+        torch = None
+    reasons = []
+    if not sources:
+        reasons.append("csrc/ holds no CUDA sources")
+    if torch is None:
+        reasons.append("torch is not importable at build time (use --no-build-isolation)")
+    elif torch.version.cuda is None:
+        reasons.append(f"torch {torch.__version__} is a CPU build")
+    elif CUDA_HOME is None:
+        reasons.append("no CUDA toolkit found (set CUDA_HOME)")
+    if reasons:
+        if mode in ("1", "true", "yes", "on", "force"):
+            raise RuntimeError("OPENREC_CUDA=1 but the CUDA extension cannot be built: " + "; ".join(reasons))
+        print("openrec: building without CUDA kernels (" + "; ".join(reasons) + ")")
+        return [], {}
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+    ext = CUDAExtension(
+        name="openrec._C",
+        sources=sources,
+        include_dirs=[os.path.join(HERE, "csrc")],
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+    )
+    return [ext], {"build_ext": BuildExtension}
+
+
+ext_modules, cmdclass = cuda_extensions()
+
+setup(
+    name="openrec-svtrv2mamba",
+    version="0.1.0",
+    description="Scene text recognition with SVTRv2 and SVTRv2Mamba (DA-Mamba blocks) in PyTorch",
+    packages=find_packages(include=["openrec", "openrec.*"]),
+    package_data={"openrec": ["text/dicts/*.txt"]},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "numpy", "PyYAML"],
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

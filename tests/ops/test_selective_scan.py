@@ -1,0 +1,96 @@
+"""Selective scan op vs the sequential definition (float64), gradients, gradcheck, opcheck, long L."""
+import pytest
+import torch
+from torch.library import opcheck
+
+from openrec.ops import linear_scan, selective_scan
+from tests.ops.reference_loops import selective_scan_loops
+
+
+def _inputs(b, d, length, seed, dtype=torch.float64, delta_scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
+    u, delta = r(b, d, length), r(b, d, length) * delta_scale
+    A = -torch.exp(r(d, 1) * 0.5)
+    B, C = r(b, 1, length), r(b, 1, length)
+    D, bias = r(d), r(d)
+    return [u, delta, A, B, C, D, bias]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1), (2, 3, 7), (1, 5, 33), (3, 2, 64)])
+@pytest.mark.parametrize("softplus", [True, False])
+def test_forward_and_all_grads_match_loops_float64(shape, softplus):
+    inputs = _inputs(*shape, seed=sum(shape))
+    if not softplus:  # keep dt positive so exp(dt A) is a decay, as in real use
+        inputs[1] = inputs[1].abs()
+        inputs[6] = inputs[6].abs()
+    a = [t.clone().requires_grad_() for t in inputs]
+    b = [t.clone().requires_grad_() for t in inputs]
+    out = selective_scan(*a, delta_softplus=softplus)
+    ref = selective_scan_loops(*b, delta_softplus=softplus)
+    torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-11)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    for name, ta, tb in zip("u delta A B C D delta_bias".split(), a, b):
+        torch.testing.assert_close(ta.grad, tb.grad, rtol=1e-10, atol=1e-10, msg=f"grad of {name}")
+
+
+def test_softplus_threshold_region():
+    inputs = _inputs(2, 3, 9, seed=5)
+    inputs[1] = inputs[1] + 25.0  # above softplus's linear threshold
+    a = [t.clone().requires_grad_() for t in inputs]
+    b = [t.clone().requires_grad_() for t in inputs]
+    selective_scan(*a).sum().backward()
+    selective_scan_loops(*b).sum().backward()
+    torch.testing.assert_close(a[1].grad, b[1].grad, rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck():
+    inputs = [t.requires_grad_() for t in _inputs(2, 3, 11, seed=6)]
+    assert torch.autograd.gradcheck(lambda *t: selective_scan(*t), inputs)
+
+
+def test_opcheck():
+    inputs = [t.float().requires_grad_() for t in _inputs(2, 4, 16, seed=7)]
+    opcheck(torch.ops.openrec.selective_scan.default, (*inputs, True))
+    grad = torch.randn(2, 4, 16)
+    opcheck(torch.ops.openrec.selective_scan_backward.default, (grad, *[t.detach() for t in inputs], True))
+
+
+def test_long_sequence_fp32_is_finite_and_close_to_float64():
+    # L = 4096 with large steps: the cumulative decay underflows, which must not produce inf/NaN.
+    inputs = _inputs(2, 8, 4096, seed=8, delta_scale=3.0)
+    inputs[1] = inputs[1] + 2.0
+    ref = selective_scan(*inputs)
+    a = [t.float().requires_grad_() for t in inputs]
+    out = selective_scan(*a)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in a)
+
+
+def test_low_precision_io():
+    inputs = _inputs(2, 4, 32, seed=9, dtype=torch.float32)
+    ref = selective_scan(*inputs)
+    low = [t.to(torch.bfloat16) if i in (0, 1, 3, 4) else t for i, t in enumerate(inputs)]
+    out = selective_scan(*low)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+def test_linear_scan_matches_recurrence():
+    gen = torch.Generator().manual_seed(10)
+    a, b = torch.rand(3, 37, generator=gen, dtype=torch.float64), torch.randn(3, 37, generator=gen, dtype=torch.float64)
+    h, ref = torch.zeros(3, dtype=torch.float64), []
+    for t in range(37):
+        h = a[:, t] * h + b[:, t]
+        ref.append(h)
+    torch.testing.assert_close(linear_scan(a, b), torch.stack(ref, -1), rtol=1e-13, atol=1e-13)
+
+
+def test_bad_shapes_raise():
+    u = torch.randn(2, 3, 5)
+    with pytest.raises(ValueError, match="A must have shape"):
+        selective_scan(u, u, torch.randn(3, 2), torch.randn(2, 1, 5), torch.randn(2, 1, 5))

@@ -1,0 +1,128 @@
+"""SVTRv2Mamba encoder: shapes, mixer kinds, identity DAS at init, drop rates, parameter counts."""
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+from openrec.config import load_config
+from openrec.modeling import build_model
+from openrec.modeling.common import Attention
+from openrec.modeling.encoders import SVTRv2Mamba
+from openrec.modeling.encoders.dassm import DynamicAdaptiveScan
+from openrec.registry import ENCODERS
+
+DESIGN = "configs/rec/svtrv2/svtrv2_mamba_gtc_rctc.yml"
+
+
+@pytest.fixture(scope="module")
+def design_encoder():
+    torch.manual_seed(0)
+    enc = ENCODERS.build(load_config(DESIGN)["Architecture"]["Encoder"], in_channels=3)
+    return enc.eval()
+
+
+@pytest.mark.parametrize("height", [32, 48, 64])
+@pytest.mark.parametrize("width", [64, 128, 256, 512, 1024])
+def test_design_encoder_shapes(design_encoder, height, width):
+    with torch.no_grad():
+        out = design_encoder(torch.randn(1, 3, height, width))
+    # POPatchEmbed 4x down, then sub_k [1,1] and [2,1]: (H/8, W/4) at 256 channels.
+    assert out.shape == (1, 256, height // 8, width // 4)
+    assert torch.isfinite(out).all()
+
+
+def test_five_dim_input_and_bad_size(design_encoder):
+    with torch.no_grad():
+        assert design_encoder(torch.randn(2, 2, 3, 32, 64)).shape == (4, 256, 4, 16)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        design_encoder(torch.randn(1, 3, 32, 66))
+
+
+def test_every_mixer_kind_and_layout_changes():
+    mixer = [["Conv", "Global"], ["Mamba", "FGlobal", "Conv", "Mamba"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc = SVTRv2Mamba(dims=[32, 64], depths=[2, 4], num_heads=[2, 4], mixer=mixer, sub_k=[[2, 1]], feat2d=True)
+    x = torch.randn(2, 3, 32, 64)
+    out = enc(x)
+    assert out.shape == (2, 64, 4, 16)
+    out.square().mean().backward()
+    no_grad = [n for n, p in enc.named_parameters() if p.grad is None]
+    # The DAS offset head starts at zero, so its input branch gets no gradient until it moves; all else does.
+    assert all("da_scan" in n and "offset" not in n for n in no_grad), no_grad
+    assert enc.stages[1].blocks[0].token_mixer.da_scan.offset.weight.grad.abs().sum() > 0
+
+
+def test_output_layouts():
+    kw = dict(dims=[32, 64], depths=[1, 1], num_heads=[2, 2], mixer=[["Conv"], ["Mamba"]], sub_k=[[2, 1]])
+    x = torch.randn(2, 3, 32, 64)
+    assert SVTRv2Mamba(**kw)(x).shape == (2, 4 * 16, 64)  # tokens
+    assert SVTRv2Mamba(**kw, last_stage=True, out_channels=48)(x).shape == (2, 16, 48)
+    assert SVTRv2Mamba(**kw, feat2d=True)(x).shape == (2, 64, 4, 16)
+
+
+def test_fmamba_is_deprecated_alias():
+    from openrec.modeling.encoders import svtrv2_mamba
+    svtrv2_mamba._fmamba_warned = False
+    kw = dict(dims=[32], depths=[2], num_heads=[2], sub_k=[])
+    with pytest.warns(FutureWarning, match="FMamba"):
+        a = SVTRv2Mamba(**kw, mixer=[["FMamba", "FMamba"]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process only
+        SVTRv2Mamba(**kw, mixer=[["FMamba", "Mamba"]])
+    b = SVTRv2Mamba(**kw, mixer=[["Mamba", "Mamba"]])
+    assert [type(m) for m in a.modules()] == [type(m) for m in b.modules()]
+
+
+def test_das_is_identity_at_init(design_encoder):
+    scans = [m for m in design_encoder.modules() if isinstance(m, DynamicAdaptiveScan)]
+    assert len(scans) == 10
+    for m in scans:
+        assert torch.count_nonzero(m.offset.weight) == 0 and torch.count_nonzero(m.offset.bias) == 0
+    seen = []
+
+    def check(module, args, output):
+        seen.append(torch.equal(output, args[1].contiguous()))
+
+    hooks = [m.register_forward_hook(check) for m in scans]
+    with torch.no_grad():
+        design_encoder(torch.randn(2, 3, 32, 128))
+    for h in hooks:
+        h.remove()
+    assert seen == [True] * 10
+
+
+def test_drop_rates_reach_every_block():
+    enc = SVTRv2Mamba(dims=[32, 64], depths=[2, 3], num_heads=[2, 2], sub_k=[[2, 1]],
+                      mixer=[["Conv", "Mamba"], ["Global", "Mamba", "FGlobal"]], drop_rate=0.15, attn_drop_rate=0.25)
+    blocks = [blk for stage in enc.stages for blk in stage.blocks]
+    for blk in blocks:
+        rates = [m.p for m in blk.modules() if isinstance(m, nn.Dropout)]
+        assert rates and set(rates) == {0.15}, type(blk).__name__
+    attentions = [m for m in enc.modules() if isinstance(m, Attention)]
+    assert len(attentions) == 2 and all(a.attn_drop == 0.25 for a in attentions)
+    # ... and dropout is active in training: two passes differ.
+    enc.train()
+    x = torch.randn(1, 3, 32, 32)
+    assert not torch.equal(enc(x), enc(x))
+
+
+def _count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("family", ["svtrv2", "svtrv2_mamba"])
+@pytest.mark.parametrize("size", ["tiny", "base"])
+def test_parameter_counts(family, size):
+    cfg = load_config(f"configs/rec/svtrv2/{family}_{size}_gtc_rctc.yml", ["Architecture.Decoder.gtc_decoder=null"])
+    model = build_model(cfg["Architecture"])
+    enc, total = _count(model.encoder), _count(model)
+    print(f"\n{family}-{size}: encoder {enc / 1e6:.2f}M, encoder + RCTC {total / 1e6:.2f}M")
+    if (family, size) == ("svtrv2", "base"):
+        # OpenOCR's SVTRv2-B: encoder 17,649,600 and encoder + RCTC(95) 19,755,551 parameters.
+        assert enc == 17_649_600 and total == 19_755_551
+    if (family, size) == ("svtrv2_mamba", "base"):
+        assert round(total / 1e6, 2) == 18.00  # the original SVTRv2Mamba-B + RCTC
+    if size == "tiny":
+        assert 3e6 < enc < 5e6
