@@ -49,6 +49,9 @@ class RCTCDecoder(nn.Module):
         self.fc_kv = nn.Linear(in_channels, 2 * in_channels)
         self.fc = nn.Linear(in_channels, charset.num_ctc_classes)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"char_token"}
+
     def forward(self, feats: torch.Tensor, batch: dict | None = None) -> dict:
         if feats.dim() != 4:
             raise ValueError(f"RCTCDecoder needs (B, C, H, W) features (set the encoder's feat2d: true), got {tuple(feats.shape)}")

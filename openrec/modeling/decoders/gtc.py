@@ -32,6 +32,13 @@ class GTCDecoder(nn.Module):
         self.detach = detach
         self.infer_gtc = infer_gtc
 
+    def no_weight_decay(self) -> set[str]:
+        names: set[str] = set()
+        for branch in (self.ctc_decoder, self.gtc_decoder):
+            if branch is not None and hasattr(branch, "no_weight_decay"):
+                names |= set(branch.no_weight_decay())
+        return names
+
     def forward(self, feats: torch.Tensor, batch: dict | None = None) -> dict:
         out = dict(self.ctc_decoder(feats.detach() if self.detach else feats, batch))
         if self.gtc_decoder is not None and (self.training or self.infer_gtc):

@@ -93,6 +93,9 @@ class SMTRDecoder(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"next_token", "pre_token", "prompt_next_embed", "prompt_pre_embed", "char_embed"}
+
     def _prompts(self, subs: torch.Tensor, prompt_embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """subs (B, n, S) token ids -> prompt (B, n, S+1, C) and mask (B, n, S+1) (context pads hidden)."""
         b, n, s = subs.shape

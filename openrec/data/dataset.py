@@ -1,0 +1,87 @@
+"""The recognition dataset: several sources, per-sample seeded loading, counted skips, collation."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import torch
+
+from ..text.labels import LabelRejected
+from .transforms import DecodeError, to_tensor
+
+__all__ = ["RecDataset", "collate_samples"]
+
+
+class RecDataset(torch.utils.data.Dataset):
+    """Concatenation of sources. ``fractions[k]`` < 1 uses that share of source k per epoch (a fresh
+    subset each epoch). Items are ``(index, width, height, epoch)`` tuples from the sampler; a sample's
+    randomness (augmentation, label noise) is drawn from (seed, epoch, index), so results do not
+    depend on worker count or order. Unusable samples come back as ``{'skip': reason}``."""
+
+    def __init__(self, sources: list, label_encoder=None, fractions: list[float] | None = None, augment=None,
+                 max_ratio: int = 12, seed: int = 0):
+        self.sources = sources
+        self.label_encoder = label_encoder
+        self.fractions = fractions or [1.0] * len(sources)
+        self.augment = augment
+        self.max_ratio = max_ratio
+        self.seed = seed
+        self.offsets = np.cumsum([0] + [len(s) for s in sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def epoch_items(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        all_idx, all_ratio = [], []
+        for k, (src, frac) in enumerate(zip(self.sources, self.fractions)):
+            ratios = src.aspect_ratios(epoch, self.max_ratio)
+            local = np.arange(len(src))
+            if frac < 1.0:
+                rng = np.random.default_rng([self.seed, epoch, k])
+                local = np.sort(rng.choice(len(src), size=max(1, int(round(frac * len(src)))), replace=False))
+            all_idx.append(local + self.offsets[k])
+            all_ratio.append(ratios[local])
+        return np.concatenate(all_idx), np.concatenate(all_ratio)
+
+    def locate(self, index: int) -> tuple[object, int]:
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.sources[k], index - int(self.offsets[k])
+
+    def __getitem__(self, item) -> dict:
+        index, width, height, epoch = item
+        source, local = self.locate(index)
+        rng = random.Random(f"sample:{self.seed}:{epoch}:{index}")
+        try:
+            image, text = source.load(local, epoch, rng)
+            sample = {"text": text}
+            if self.label_encoder is not None:
+                sample.update(self.label_encoder(text, rng))
+            elif not text.strip():
+                raise LabelRejected("empty", text)
+            if self.augment is not None:
+                image = self.augment(image, rng)
+            sample["image"] = to_tensor(image, width, height)
+            return sample
+        except (DecodeError, LabelRejected) as e:
+            return {"skip": e.reason}
+        except Exception as e:  # anything else in one record must not kill a long run; it is counted
+            return {"skip": f"error:{type(e).__name__}"}
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """Stack usable samples; ``skipped`` counts the others by reason; ``image`` is None if none is usable."""
+    good = [s for s in samples if "skip" not in s]
+    skipped = Counter(s["skip"] for s in samples if "skip" in s)
+    batch: dict = {"skipped": dict(skipped), "text": [s["text"] for s in good]}
+    if not good:
+        batch["image"] = None
+        return batch
+    for key in good[0]:
+        if key != "text":
+            batch[key] = torch.stack([s[key] for s in good])
+    if "unknown_chars" in batch:
+        dropped = int(batch.pop("unknown_chars").sum())
+        if dropped:
+            batch["skipped"]["unknown_chars_dropped"] = dropped
+    return batch

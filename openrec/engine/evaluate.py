@@ -1,0 +1,41 @@
+"""Evaluation over several sets: per-set accuracy and 1-NED, Combined and Average."""
+from __future__ import annotations
+
+import torch
+
+from ..metrics import RecMetric, summarize_sets
+
+__all__ = ["evaluate_loader", "evaluate_sets", "format_table"]
+
+
+@torch.no_grad()
+def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast) -> dict:
+    model.eval()
+    metric.reset()
+    skipped: dict[str, int] = {}
+    for batch in loader:
+        for k, v in batch["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+        if batch["image"] is None:
+            continue
+        with autocast():
+            outputs = model(batch["image"].to(device, non_blocking=True))
+        metric.update(post(outputs)["text"], batch["text"])
+    result = metric.compute()
+    result["skipped"] = skipped
+    return result
+
+
+def evaluate_sets(model, loaders: dict, post, metric: RecMetric, device, autocast) -> dict:
+    per_set = {name: evaluate_loader(model, loader, post, metric, device, autocast) for name, loader in loaders.items()}
+    return summarize_sets(per_set)
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'Dataset':<22} {'samples':>8} {'accuracy':>9} {'1-NED':>8}"]
+    for name, r in summary["sets"].items():
+        lines.append(f"{name:<22} {r['samples']:>8} {100 * r['acc']:>8.2f}% {100 * r['norm_edit_dis']:>7.2f}%")
+    for name in ("combined", "average"):
+        r = summary[name]
+        lines.append(f"{name.capitalize():<22} {r['samples']:>8} {100 * r['acc']:>8.2f}% {100 * r['norm_edit_dis']:>7.2f}%")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Inference API: ``TextRecognizer(config, checkpoint).read([...])`` -> texts with confidences."""
+from __future__ import annotations
+
+import glob
+import os
+
+import torch
+
+from ..data.transforms import DecodeError, aspect_bucket, bucket_size, decode_image, to_tensor
+from ..modeling import build_model
+from ..text import build_charset, build_postprocess
+from .checkpoint import load_checkpoint
+
+__all__ = ["TextRecognizer", "expand_inputs", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files, folders (their image files, sorted) and glob patterns -> a list of paths (order kept)."""
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            paths += sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif any(c in item for c in "*?["):
+            paths += sorted(glob.glob(item))
+        else:
+            paths.append(item)
+    return paths
+
+
+class TextRecognizer:
+    """Loads a model from a config (and checkpoint) and reads word images on CPU or GPU."""
+
+    def __init__(self, config: dict, checkpoint: str | None = None, device: str = "cpu", max_ratio: int = 12):
+        g = config.get("Global", {})
+        self.charset = build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
+        self.model = build_model(config["Architecture"], self.charset)
+        if checkpoint:
+            ckpt = load_checkpoint(checkpoint)
+            state = ckpt.get("ema") or ckpt.get("model") or ckpt
+            self.model.load_state_dict(state)
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.post = build_postprocess(config["PostProcess"], self.charset)
+        self.max_ratio = max_ratio
+
+    def preprocess(self, data: bytes) -> torch.Tensor:
+        image = decode_image(data)
+        w, h = bucket_size(aspect_bucket(image.shape[1], image.shape[0], self.max_ratio))
+        return to_tensor(image, w, h)
+
+    @torch.no_grad()
+    def read_tensors(self, tensors: list[torch.Tensor]) -> list[tuple[str, float]]:
+        """Images already preprocessed; same-size images are batched together."""
+        results: list[tuple[str, float] | None] = [None] * len(tensors)
+        by_size: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_size.setdefault(tuple(t.shape), []).append(i)
+        for idx in by_size.values():
+            out = self.post(self.model(torch.stack([tensors[i] for i in idx]).to(self.device)))
+            for j, i in enumerate(idx):
+                results[i] = (out["text"][j], float(out["conf"][j]))
+        return results
+
+    def read_files(self, paths: list[str], batch_size: int = 32):
+        """Yields ``(path, text, conf, error)`` per file; a bad file gives an error and no text."""
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            tensors, ok, errors = [], [], {}
+            for p in chunk:
+                try:
+                    with open(p, "rb") as f:
+                        tensors.append(self.preprocess(f.read()))
+                    ok.append(p)
+                except (OSError, DecodeError) as e:
+                    errors[p] = str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e.strerror or e}"
+            results = dict(zip(ok, self.read_tensors(tensors))) if tensors else {}
+            for p in chunk:
+                if p in errors:
+                    yield p, None, None, errors[p]
+                else:
+                    yield p, results[p][0], results[p][1], None

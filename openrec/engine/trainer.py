@@ -1,0 +1,340 @@
+"""The trainer: one class, one ``train_step``; a reader can follow a step top to bottom.
+
+Config sections: ``Global`` (see settings.py), ``Architecture``, ``Loss``, ``PostProcess``, ``Metric``,
+``LabelEncode``, ``Optimizer``, ``LRScheduler``, ``Train`` and ``Eval`` (see openrec/data). Resuming
+from ``Global.checkpoints`` continues exactly: same batches, same RNG streams, same loss curve.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+from ..config import ConfigError, dump_config
+from ..data import build_dataset, build_loader, build_sources, validate_section
+from ..losses import build_loss
+from ..metrics import build_metric
+from ..modeling import build_model
+from ..text import build_charset, build_label_encoder, build_postprocess
+from .checkpoint import load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state
+from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .evaluate import evaluate_sets, format_table
+from .logging_utils import RunRecorder, SmoothedValues, setup_logger
+from .optim import ModelEMA, build_optimizer, build_scheduler
+from .settings import parse_settings
+
+__all__ = ["Trainer", "TrainingStopped"]
+
+
+class TrainingStopped(RuntimeError):
+    """Raised when training cannot go on (e.g. too many consecutive non-finite steps)."""
+
+
+class Trainer:
+    def __init__(self, config: dict, mode: str = "train"):
+        self.config = config
+        self.mode = mode
+        self.settings, opt_cfg, sched_cfg = parse_settings(config)
+        s = self.settings
+        for section in ("Architecture", "Loss", "PostProcess", "LabelEncode"):
+            if section not in config:
+                raise ConfigError(f"missing config section {section!r}")
+
+        # ---- devices, processes, determinism ----------------------------------------------------
+        want_cuda = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
+        if want_cuda and not torch.cuda.is_available():
+            raise ConfigError("Global.device is 'cuda' but no CUDA device is available")
+        self.dist: DistInfo = init_distributed("cuda" if want_cuda else "cpu") if mode == "train" else DistInfo()
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if want_cuda else "cpu")
+        if s.num_threads:
+            torch.set_num_threads(s.num_threads)
+        if s.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.manual_seed(s.seed + self.dist.rank)
+        self.logger = setup_logger(s.output_dir if mode == "train" else None, self.dist.is_main)
+
+        # ---- model, loss, text ------------------------------------------------------------------
+        self.charset = build_charset(s.character_dict_path, s.use_space_char, s.max_text_length)
+        torch.manual_seed(s.seed)  # identical initial weights on every rank
+        self.model = build_model(config["Architecture"], self.charset).to(self.device)
+        self.raw_model = self.model  # the unwrapped model (self.model becomes the DDP wrapper under DDP)
+        torch.manual_seed(s.seed + self.dist.rank)
+        self.loss_fn = build_loss(config["Loss"], self.charset)
+        self.post = build_postprocess(config["PostProcess"], self.charset)
+        self.metric = build_metric(config.get("Metric", {"name": "RecMetric"}))
+        self.label_encoder = build_label_encoder(config["LabelEncode"], self.charset)
+        self.amp_dtype = torch.bfloat16 if s.amp_dtype == "bf16" else torch.float16
+        self.use_amp = (s.use_amp and self.device.type == "cuda") or (s.cpu_amp and self.device.type == "cpu")
+        if self.use_amp and self.device.type == "cpu":
+            self.amp_dtype = torch.bfloat16
+
+        # ---- data -------------------------------------------------------------------------------
+        self.eval_loaders = self._build_eval_loaders() if "Eval" in config and config["Eval"] else {}
+        self.state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": None, "bad_steps_total": 0}
+        self._last_eval_step = self._last_save_step = None
+        self.skipped: dict[str, int] = {}
+        if mode != "train":
+            self.ema = None
+            return
+        train_cfg = validate_section(config.get("Train"), "Train")
+        self.train_dataset = build_dataset(train_cfg, self.charset, self.label_encoder, train=True, seed=s.seed)
+        self.train_loader = build_loader(self.train_dataset, train_cfg, True, s.seed, self.dist.rank, self.dist.world_size,
+                                         pin_memory=self.device.type == "cuda")
+        self.steps_per_epoch = len(self.train_loader.batch_sampler.global_batches(0))
+        self.total_steps = s.max_steps or s.epoch_num * self.steps_per_epoch
+
+        # ---- optimisation -----------------------------------------------------------------------
+        self.optimizer = build_optimizer(self.model, opt_cfg)
+        self.scheduler = build_scheduler(self.optimizer, sched_cfg, self.total_steps, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
+                                           and self.device.type == "cuda")
+        self.ema = ModelEMA(self.model, s.ema_decay) if s.ema_decay else None
+        self._resume_or_pretrain()
+        if self.dist.enabled:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.raw_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+
+    # ------------------------------------------------------------------------------------------------
+    def _build_eval_loaders(self) -> dict:
+        cfg = validate_section(self.config["Eval"], "Eval")
+        loaders = {}
+        for source, entry in zip(build_sources(cfg, self.charset)[0], cfg["datasets"]):
+            dataset = build_dataset(cfg, self.charset, None, train=False, seed=self.settings.seed, sources=[source])
+            loaders[source.name] = build_loader(dataset, cfg, False, self.settings.seed)
+        if len(loaders) != len(cfg["datasets"]):
+            raise ConfigError("Eval.datasets: two sets share a name; give them distinct 'name' keys")
+        return loaders
+
+    def _resume_or_pretrain(self) -> None:
+        s = self.settings
+        if s.checkpoints:
+            ckpt = load_checkpoint(s.checkpoints)
+            self.raw_model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            if self.ema is not None and ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+            self.state.update(ckpt["state"])
+            set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
+            self.logger.info(f"resumed from {s.checkpoints} at step {self.state['global_step']} "
+                             f"(epoch {self.state['epoch']}, batch {self.state['batch_in_epoch']})")
+        elif s.pretrained_model:
+            report = load_pretrained(self.raw_model, s.pretrained_model)
+            self.logger.info(f"pretrained weights from {s.pretrained_model}: {len(report['loaded'])} tensors loaded")
+            for key in ("missing", "unexpected", "shape_mismatch"):
+                if report[key]:
+                    self.logger.info(f"  {key} ({len(report[key])}): {', '.join(report[key][:20])}"
+                                     + (" ..." if len(report[key]) > 20 else ""))
+
+    def autocast(self):
+        if not self.use_amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _global_mean(self, value: float) -> float:
+        if not self.dist.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.item() / self.dist.world_size
+
+    def _all_ranks(self, flag: bool) -> bool:
+        if not self.dist.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    # ------------------------------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> dict:
+        """One optimisation step on a collated batch; returns the step's loss values and grad norm."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        targets = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v) and k != "image"}
+        with self.autocast():
+            outputs = self.model(images, targets)
+            losses = self.loss_fn(outputs, targets)
+        loss = losses["loss"] * batch.get("loss_weight", 1.0)
+        if not self._all_ranks(bool(torch.isfinite(loss))):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped_step": "non-finite loss"}
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.settings.grad_clip if self.settings.grad_clip else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        if not self._all_ranks(bool(torch.isfinite(grad_norm))) and not self.scaler.is_enabled():
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped_step": "non-finite gradients"}
+        self.scaler.step(self.optimizer)  # with fp16 the scaler skips steps whose gradients overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+        return {k: v.item() for k, v in losses.items()} | {"grad_norm": grad_norm.item()}
+
+    def train(self) -> dict:
+        s = self.settings
+        main = self.dist.is_main
+        os.makedirs(s.output_dir, exist_ok=True)
+        if main:
+            dump_config(self.config, os.path.join(s.output_dir, "config.yml"))
+        recorder = RunRecorder(s.output_dir, s.use_tensorboard, s.plot, self.logger, resume=bool(s.checkpoints)) if main else None
+        if recorder is not None and s.checkpoints:
+            recorder.truncate_to(self.state["global_step"])
+        self.logger.info(f"training {sum(p.numel() for p in self.raw_model.parameters()):,} parameters on "
+                         f"{self.device} x {self.dist.world_size} process(es), amp={self.use_amp and str(self.amp_dtype)}, "
+                         f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in all")
+        smooth = SmoothedValues()
+        sampler = self.train_loader.batch_sampler
+        consecutive_bad = 0
+        step_loss = float("nan")
+        last_good = None
+        tick, images_seen = time.perf_counter(), 0
+        try:
+            while self.state["global_step"] < self.total_steps:
+                epoch = self.state["epoch"]
+                if s.max_steps is None and epoch >= s.epoch_num:
+                    break
+                sampler.set_epoch(epoch, start_batch=self.state["batch_in_epoch"])
+                progress = self._progress(len(sampler), epoch) if main else None
+                for batch in self.train_loader:
+                    for k, v in batch["skipped"].items():
+                        self.skipped[k] = self.skipped.get(k, 0) + v
+                    if batch["image"] is None:  # every sample of this batch was unusable
+                        if not self.dist.enabled or last_good is None:
+                            self.state["batch_in_epoch"] += 1
+                            continue
+                        batch = dict(last_good, loss_weight=0.0)  # keep DDP ranks in step; contributes nothing
+                    else:
+                        last_good = batch
+                    result = self.train_step(batch)
+                    self.state["global_step"] += 1
+                    self.state["batch_in_epoch"] += 1
+                    step = self.state["global_step"]
+                    images_seen += len(batch["text"]) * self.dist.world_size
+                    if "skipped_step" in result:
+                        consecutive_bad += 1
+                        self.state["bad_steps_total"] += 1
+                        self.logger.info(f"step {step}: skipped ({result['skipped_step']}), {consecutive_bad} in a row")
+                        if consecutive_bad >= s.max_bad_steps:
+                            raise TrainingStopped(f"{consecutive_bad} consecutive non-finite steps; stopping. The last "
+                                                  f"good checkpoint is {os.path.join(s.output_dir, 'latest.pth')}")
+                    else:
+                        consecutive_bad = 0
+                        smooth.update(**result)
+                    if progress is not None:
+                        progress.update(1)
+                    if step % s.log_every == 0 and "loss" in result:
+                        step_loss = self._global_mean(result["loss"])  # every rank takes part in the reduction
+                    if step % s.log_every == 0 and main:
+                        elapsed = time.perf_counter() - tick
+                        stats = {"loss": smooth.median("loss"), "step_loss": step_loss, "lr": self.scheduler.get_last_lr()[0],
+                                 "img_per_s": images_seen / max(elapsed, 1e-9), "epoch": epoch}
+                        stats.update({k: smooth.median(k) for k in smooth.values if k.endswith("_loss")})
+                        recorder.record("train", step, stats)
+                        if progress is not None:
+                            progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
+                                                 ips=f"{stats['img_per_s']:.0f}")
+                        self.logger.info(f"epoch {epoch} step {step}/{self.total_steps} loss {stats['loss']:.4f} "
+                                         f"lr {stats['lr']:.3e} {stats['img_per_s']:.0f} img/s"
+                                         + "".join(f" {k} {smooth.median(k):.4f}" for k in smooth.values if k.endswith("_loss")))
+                        tick, images_seen = time.perf_counter(), 0
+                    if s.eval_every and step % s.eval_every == 0:
+                        self._evaluate_and_record(recorder, step)
+                    if s.save_every and step % s.save_every == 0:
+                        self.save("latest.pth")
+                    if step >= self.total_steps:
+                        break
+                if progress is not None:
+                    progress.close()
+                if self.state["global_step"] >= self.total_steps and self.state["batch_in_epoch"] < len(sampler.global_batches(epoch)):
+                    break
+                self.state["epoch"] += 1
+                self.state["batch_in_epoch"] = 0
+                self._evaluate_and_record(recorder, self.state["global_step"])
+                self.save("latest.pth")
+            if self.state["batch_in_epoch"] != 0:  # stopped mid-epoch by max_steps
+                self._evaluate_and_record(recorder, self.state["global_step"])
+                self.save("latest.pth")
+        finally:
+            if recorder is not None:
+                recorder.plot()
+                recorder.close()
+        summary = {"global_step": self.state["global_step"], "best": self.state["best"], "skipped_samples": self.skipped,
+                   "bad_steps": self.state["bad_steps_total"]}
+        if main:
+            with open(os.path.join(s.output_dir, "summary.json"), "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2)
+            if self.skipped:
+                self.logger.info("skipped samples: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())))
+        return summary
+
+    def _progress(self, total: int, epoch: int):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=total, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False, file=sys.stderr,
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+    # ------------------------------------------------------------------------------------------------
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.raw_model
+
+    def evaluate(self) -> dict:
+        if not self.eval_loaders:
+            raise ConfigError("Eval.datasets is empty: nothing to evaluate")
+        return evaluate_sets(self.eval_model(), self.eval_loaders, self.post, self.metric, self.device, self.autocast)
+
+    def _evaluate_and_record(self, recorder, step: int) -> None:
+        if not self.eval_loaders or self._last_eval_step == step:
+            return
+        self._last_eval_step = step
+        if self.dist.is_main:
+            summary = self.evaluate()
+            key = self.metric.main_indicator
+            value = summary["combined"][key]
+            self.logger.info(f"evaluation at step {step}:\n{format_table(summary)}")
+            record = {f"{name}/acc": r["acc"] for name, r in summary["sets"].items()}
+            record.update({f"{name}/norm_edit_dis": r["norm_edit_dis"] for name, r in summary["sets"].items()})
+            record.update({"combined/acc": summary["combined"]["acc"], "average/acc": summary["average"]["acc"]})
+            recorder.record("eval", step, record)
+            best = self.state["best"]
+            if best is None or value >= best["value"]:
+                self.state["best"] = {"value": value, "indicator": key, "step": step, "summary": summary}
+                self.save("best.pth", weights_only=True)
+            recorder.plot()
+            self.raw_model.train()
+        if self.dist.enabled:
+            dist.barrier()
+
+    def save(self, name: str, weights_only: bool = False) -> None:
+        """Rank 0 writes; RNG states of every rank are gathered so a resume continues exactly."""
+        if name == "latest.pth":
+            if self._last_save_step == self.state["global_step"]:
+                return
+            self._last_save_step = self.state["global_step"]
+        rngs = [rng_state()]
+        if self.dist.enabled and not weights_only:  # weights-only saves happen on rank 0 alone (best.pth)
+            rngs = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, rng_state())
+        if not self.dist.is_main:
+            return
+        state = {"model": self.raw_model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                 "config": self.config, "state": dict(self.state)}
+        if not weights_only:
+            state.update({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                          "scaler": self.scaler.state_dict(), "rng": rngs})
+        save_checkpoint(state, os.path.join(self.settings.output_dir, name))
+
+    def close(self) -> None:
+        cleanup_distributed()
+

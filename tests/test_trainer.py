@@ -1,0 +1,168 @@
+"""Trainer: exact resume, checkpoints, NaN guard, CLI overrides and errors, 2-process DDP on CPU (gloo)."""
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from openrec.config import ConfigError, apply_overrides
+from openrec.engine.trainer import Trainer
+from tests.helpers import tiny_arch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(out_dir, **global_overrides) -> dict:
+    cfg = {
+        "Global": {"output_dir": str(out_dir), "device": "cpu", "seed": 1, "max_steps": 8, "log_every": 1,
+                   "save_every": 4, "use_tensorboard": False, "plot": False, "num_threads": 1},
+        "Architecture": tiny_arch("RCTC"),
+        "Loss": {"name": "CTCLoss"}, "PostProcess": {"name": "CTCLabelDecode"}, "LabelEncode": {"name": "CTCLabelEncode"},
+        "Optimizer": {"lr": 0.001}, "LRScheduler": {"warmup_steps": 2},
+        "Train": {"datasets": [{"type": "synth", "num_samples": 40, "preset": "clean", "seed": 0}],
+                  "batch_size": 8, "num_workers": 0, "max_ratio": 6, "augment": True},
+        "Eval": {"datasets": [{"type": "synth", "name": "val", "num_samples": 12, "fixed": True, "seed": 9}],
+                 "batch_size": 16, "num_workers": 0, "max_ratio": 6},
+    }
+    cfg["Architecture"]["Encoder"]["drop_path_rate"] = 0.1  # exercise the RNG stream across resume
+    cfg["Global"].update(global_overrides)
+    return cfg
+
+
+def history(out_dir, kind="train"):
+    with open(os.path.join(out_dir, "history.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
+    straight = Trainer(tiny_config(tmp_path / "a"))
+    straight.train()
+    ref = {r["step"]: r["step_loss"] for r in history(tmp_path / "a")}
+    assert sorted(ref) == list(range(1, 9))
+
+    interrupted = Trainer(tiny_config(tmp_path / "b"))
+    original_step = interrupted.train_step
+
+    def step_then_die(batch):
+        if interrupted.state["global_step"] == 6:  # dies in step 7; the last checkpoint is from step 4
+            raise _Interrupt()
+        return original_step(batch)
+
+    interrupted.train_step = step_then_die
+    with pytest.raises(_Interrupt):
+        interrupted.train()
+    resumed = Trainer(tiny_config(tmp_path / "b", checkpoints=str(tmp_path / "b" / "latest.pth")))
+    assert resumed.state["global_step"] == 4
+    resumed.train()
+    got = {r["step"]: r["step_loss"] for r in history(tmp_path / "b")}
+    assert got == ref  # bit-identical losses, including steps 5-6 that were redone
+    for (name, a), (_, b) in zip(straight.raw_model.state_dict().items(), resumed.raw_model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_outputs_best_checkpoint_and_eval(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, eval_every=4, plot=True))
+    summary = trainer.train()
+    for name in ("latest.pth", "best.pth", "config.yml", "train.log", "history.jsonl", "summary.json", "curves.png"):
+        assert os.path.isfile(tmp_path / name), name
+    evals = history(tmp_path, "eval")
+    assert [r["step"] for r in evals] == [4, 8] and 0.0 <= evals[-1]["val/acc"] <= 1.0
+    assert summary["best"]["indicator"] == "acc" and summary["global_step"] == 8
+    best = torch.load(tmp_path / "best.pth", weights_only=False)
+    assert "optimizer" not in best and set(best["model"]) == set(trainer.raw_model.state_dict())
+
+
+def test_non_finite_steps_are_skipped_then_training_stops(tmp_path):
+    from openrec.engine.trainer import TrainingStopped
+    trainer = Trainer(tiny_config(tmp_path, max_bad_steps=3))
+    original = trainer.loss_fn.forward
+    calls = {"n": 0}
+
+    def poisoned(outputs, batch):
+        calls["n"] += 1
+        losses = original(outputs, batch)
+        if calls["n"] in (2,) or calls["n"] >= 5:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    trainer.loss_fn.forward = poisoned
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    with pytest.raises(TrainingStopped, match="3 consecutive non-finite steps"):
+        trainer.train()
+    assert trainer.state["bad_steps_total"] == 4 and trainer.state["global_step"] == 7
+    after = trainer.raw_model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the good steps did update
+    assert all(torch.isfinite(v).all() for v in after.values() if v.dtype.is_floating_point)
+
+
+def test_config_mistakes_fail_fast_naming_the_key(tmp_path):
+    base = tiny_config(tmp_path)
+    cases = [
+        (["Global.grad_clipp=5"], r"Global: unknown key 'grad_clipp'.*'grad_clip'"),
+        (["Global.max_steps=ten"], r"'max_steps' = 'ten' has the wrong type"),
+        (["Optimizer.lr=fast"], r"Optimizer: key 'lr'"),
+        (["Train.batch_size=0"], r"Train.batch_size must be >= 1"),
+        (["Global.checkpoints=/no/such.pth"], r"checkpoint not found: /no/such.pth"),
+        (["Global.device=tpu"], r"'device' = 'tpu'"),
+    ]
+    from openrec.engine.checkpoint import CheckpointError
+    for overrides, match in cases:
+        with pytest.raises((ConfigError, CheckpointError), match=match):
+            Trainer(apply_overrides(copy.deepcopy(base), overrides))
+    bad = copy.deepcopy(base)
+    bad["Trian"] = {}
+    with pytest.raises(ConfigError, match="unknown top-level section 'Trian'"):
+        Trainer(bad)
+
+
+def _run_cli(args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_train_cli_overrides_and_error_exit(tmp_path):
+    cfg_path = tmp_path / "cfg.yml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tmp_path / "out")))
+    res = _run_cli(["tools/train_rec.py", "--c", str(cfg_path), "--o", "Global.max_steps=3", "Train.batch_size=4",
+                    "Global.eval_every=3"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [r["step"] for r in history(tmp_path / "out")] == [1, 2, 3]
+    cfg = yaml.safe_load((tmp_path / "out" / "config.yml").read_text())
+    assert cfg["Train"]["batch_size"] == 4 and cfg["Global"]["max_steps"] == 3
+    res = _run_cli(["tools/train_rec.py", "--c", str(cfg_path), "--o", "Architecture.Encoder.drop_rat=0.1"])
+    assert res.returncode == 2 and "unknown key 'drop_rat'" in res.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_on_cpu_matches_one_process(tmp_path):
+    single = tiny_config(tmp_path / "single", max_steps=4, save_every=None)
+    single["Architecture"]["Encoder"]["drop_path_rate"] = 0.0  # random masks would differ between 1 and 2 ranks
+    single["Train"]["batch_size"] = 16
+    Trainer(single).train()
+    ddp = tiny_config(tmp_path / "ddp", max_steps=4, save_every=None)  # 2 ranks x 8 = the same global batch
+    ddp["Architecture"]["Encoder"]["drop_path_rate"] = 0.0
+    cfg_path = tmp_path / "ddp.yml"
+    cfg_path.write_text(yaml.safe_dump(ddp))
+    res = _run_cli(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                    f"--master_port={_free_port()}", "tools/train_rec.py", "--c", str(cfg_path)])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    one = [r["step_loss"] for r in history(tmp_path / "single")]
+    two = [r["step_loss"] for r in history(tmp_path / "ddp")]
+    assert len(one) == len(two) == 4
+    # Same data and global batch; BatchNorm statistics are per rank, so allow a small difference.
+    for a, b in zip(one, two):
+        assert abs(a - b) <= 0.05 * abs(a), (one, two)

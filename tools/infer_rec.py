@@ -1,0 +1,50 @@
+"""Read text from word images: a file, a folder or a glob.
+
+    python tools/infer_rec.py --c CFG --o Global.checkpoints=PATH --image IMG_OR_DIR_OR_GLOB [...]
+
+Prints ``path<TAB>text<TAB>confidence`` per image; unreadable files get one error line each while
+the others are still read. The exit status is the number of files that failed (capped at 100).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+from openrec.config import ConfigError, load_config  # noqa: E402
+from openrec.engine.checkpoint import CheckpointError  # noqa: E402
+from openrec.engine.infer import TextRecognizer, expand_inputs  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--c", "--config", dest="config", required=True)
+    p.add_argument("--o", "--opt", dest="opt", nargs="*", default=[])
+    p.add_argument("--image", nargs="+", required=True, help="image files, folders or glob patterns")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config, args.opt)
+        g = config.get("Global", {})
+        checkpoint = g.get("checkpoints") or g.get("pretrained_model")
+        recognizer = TextRecognizer(config, checkpoint, args.device)
+    except (ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 100
+    paths = expand_inputs(args.image)
+    if not paths:
+        print("error: no images found", file=sys.stderr)
+        return 100
+    failed = 0
+    for path, text, conf, error in recognizer.read_files(paths, args.batch_size):
+        if error:
+            failed += 1
+            print(f"{path}\terror: {error}", file=sys.stderr)
+        else:
+            print(f"{path}\t{text}\t{conf:.4f}")
+    return min(failed, 100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
