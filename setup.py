@@ -60,7 +60,9 @@ setup(
     packages=find_packages(include=["openrec", "openrec.*"]),
     package_data={"openrec": ["text/dicts/*.txt"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "PyYAML"],
+    install_requires=["torch>=2.4", "numpy", "PyYAML", "lmdb", "pillow", "opencv-python-headless", "tqdm", "matplotlib",
+                      "wordfreq", "fonttools"],
+    extras_require={"tensorboard": ["tensorboard"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -24,7 +24,7 @@ def tiny_config(out_dir, **global_overrides) -> dict:
         "Architecture": tiny_arch("RCTC"),
         "Loss": {"name": "CTCLoss"}, "PostProcess": {"name": "CTCLabelDecode"}, "LabelEncode": {"name": "CTCLabelEncode"},
         "Optimizer": {"lr": 0.001}, "LRScheduler": {"warmup_steps": 2},
-        "Train": {"datasets": [{"type": "synth", "num_samples": 40, "preset": "clean", "seed": 0}],
+        "Train": {"datasets": [{"type": "synth", "num_samples": 80, "preset": "clean", "seed": 0}],
                   "batch_size": 8, "num_workers": 0, "max_ratio": 6, "augment": True},
         "Eval": {"datasets": [{"type": "synth", "name": "val", "num_samples": 12, "fixed": True, "seed": 9}],
                  "batch_size": 16, "num_workers": 0, "max_ratio": 6},

@@ -2,25 +2,22 @@
 
     python tools/describe_model.py --c configs/rec/svtrv2/svtrv2_mamba_gtc_rctc.yml [--o A.b=v ...]
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from openrec.config import load_config  # noqa: E402
+from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.describe import describe_model  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--c", "--config", dest="config", required=True, help="YAML config")
-    parser.add_argument("--o", "--opt", dest="opt", nargs="*", default=[], help="overrides, Section.key=value")
+    parser = config_parser(__doc__)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--height", type=int, default=32)
     parser.add_argument("--width", type=int, default=128)
     args = parser.parse_args(argv)
-    info = describe_model(load_config(args.config, args.opt), args.batch, args.height, args.width)
+    info = describe_model(load_config_from_args(args), args.batch, args.height, args.width)
     print(f"parameters: total {info['params_total']:,} | encoder {info['params_encoder']:,} | decoder {info['params_decoder']:,}")
     for name, shape in info["train_outputs"].items():
         print(f"train output {name}: {shape}")

@@ -4,28 +4,26 @@
 
 Prints Dataset | samples | accuracy | 1-NED per set, then the sample-weighted Combined and the plain Average.
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from openrec.config import ConfigError, load_config  # noqa: E402
+from openrec.config import ConfigError  # noqa: E402
+from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from openrec.engine.evaluate import format_table  # noqa: E402
 from openrec.engine.trainer import Trainer  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--c", "--config", dest="config", required=True)
-    p.add_argument("--o", "--opt", dest="opt", nargs="*", default=[])
+    p = config_parser(__doc__)
     p.add_argument("--sets", nargs="*", default=None, help="LMDB folders to evaluate instead of Eval.datasets")
     p.add_argument("--json", default=None, help="write the table as JSON here")
     args = p.parse_args(argv)
     try:
-        config = load_config(args.config, args.opt)
+        config = load_config_from_args(args)
         if args.sets:
             config.setdefault("Eval", {})["datasets"] = [{"type": "lmdb", "path": d} for d in args.sets]
         ckpt_path = config.get("Global", {}).get("checkpoints") or config.get("Global", {}).get("pretrained_model")

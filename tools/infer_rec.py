@@ -5,27 +5,25 @@
 Prints ``path<TAB>text<TAB>confidence`` per image; unreadable files get one error line each while
 the others are still read. The exit status is the number of files that failed (capped at 100).
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from openrec.config import ConfigError, load_config  # noqa: E402
+from openrec.config import ConfigError  # noqa: E402
+from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError  # noqa: E402
 from openrec.engine.infer import TextRecognizer, expand_inputs  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--c", "--config", dest="config", required=True)
-    p.add_argument("--o", "--opt", dest="opt", nargs="*", default=[])
+    p = config_parser(__doc__)
     p.add_argument("--image", nargs="+", required=True, help="image files, folders or glob patterns")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
     try:
-        config = load_config(args.config, args.opt)
+        config = load_config_from_args(args)
         g = config.get("Global", {})
         checkpoint = g.get("checkpoints") or g.get("pretrained_model")
         recognizer = TextRecognizer(config, checkpoint, args.device)

@@ -3,24 +3,22 @@
     python tools/train_rec.py --c configs/rec/svtrv2/svtrv2_mamba_quickstart.yml [--o Global.epoch_num=5 ...]
     torchrun --nproc_per_node=2 tools/train_rec.py --c CFG          # DDP on 2 GPUs (or CPU processes)
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from openrec.config import ConfigError, load_config  # noqa: E402
+from openrec.config import ConfigError  # noqa: E402
+from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError  # noqa: E402
 from openrec.engine.trainer import Trainer, TrainingStopped  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--c", "--config", dest="config", required=True)
-    p.add_argument("--o", "--opt", dest="opt", nargs="*", default=[], help="overrides, Section.key=value")
+    p = config_parser(__doc__)
     args = p.parse_args(argv)
     try:
-        trainer = Trainer(load_config(args.config, args.opt), mode="train")
+        trainer = Trainer(load_config_from_args(args), mode="train")
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

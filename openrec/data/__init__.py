@@ -102,6 +102,12 @@ def build_loader(dataset: RecDataset, cfg: dict, train: bool, seed: int, rank: i
     sampler = RatioBatchSampler(dataset.epoch_items, cfg.get("batch_size", 128), seed=seed, shuffle=train,
                                 rank=rank, world_size=world_size)
     workers = cfg.get("num_workers", 2)
+    if workers:
+        # One OpenCV thread per worker process, set before the workers are forked: many workers x
+        # many OpenCV threads oversubscribe the CPU, and changing the pool inside a forked child
+        # can deadlock on a lock held at fork time.
+        import cv2
+        cv2.setNumThreads(1)
     # A private generator: creating an iterator must not consume the global RNG that dropout and
     # drop-path use, or a resumed run would drift from the uninterrupted one.
     generator = torch.Generator().manual_seed(seed)

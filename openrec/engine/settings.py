@@ -17,6 +17,7 @@ class GlobalSettings:
     seed: int = 48
     epoch_num: int = 20
     max_steps: int | None = None              # stop (and size the LR schedule) at this many steps
+    max_minutes: float | None = None           # wall-clock budget: stop cleanly (evaluate, save) when spent
     character_dict_path: str | None = None
     use_space_char: bool = False
     max_text_length: int = 25

@@ -76,7 +76,8 @@ class Trainer:
             self.amp_dtype = torch.bfloat16
 
         # ---- data -------------------------------------------------------------------------------
-        self.eval_loaders = self._build_eval_loaders() if "Eval" in config and config["Eval"] else {}
+        has_eval = bool(config.get("Eval") and config["Eval"].get("datasets"))
+        self.eval_loaders = self._build_eval_loaders() if has_eval else {}
         self.state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": None, "bad_steps_total": 0}
         self._last_eval_step = self._last_save_step = None
         self.skipped: dict[str, int] = {}
@@ -198,8 +199,10 @@ class Trainer:
         step_loss = float("nan")
         last_good = None
         tick, images_seen = time.perf_counter(), 0
+        deadline = time.perf_counter() + 60 * s.max_minutes if s.max_minutes else float("inf")
+        out_of_time = False
         try:
-            while self.state["global_step"] < self.total_steps:
+            while self.state["global_step"] < self.total_steps and not out_of_time:
                 epoch = self.state["epoch"]
                 if s.max_steps is None and epoch >= s.epoch_num:
                     break
@@ -251,11 +254,15 @@ class Trainer:
                         self._evaluate_and_record(recorder, step)
                     if s.save_every and step % s.save_every == 0:
                         self.save("latest.pth")
-                    if step >= self.total_steps:
+                    if time.perf_counter() > deadline:
+                        out_of_time = True
+                        self.logger.info(f"wall-clock budget of {s.max_minutes} min spent at step {step}; stopping")
+                    if step >= self.total_steps or out_of_time:
                         break
                 if progress is not None:
                     progress.close()
-                if self.state["global_step"] >= self.total_steps and self.state["batch_in_epoch"] < len(sampler.global_batches(epoch)):
+                finished = self.state["global_step"] >= self.total_steps or out_of_time
+                if finished and self.state["batch_in_epoch"] < len(sampler.global_batches(epoch)):
                     break
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0

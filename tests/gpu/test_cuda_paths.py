@@ -1,0 +1,73 @@
+"""CUDA paths (skipped without a GPU): ops on the GPU vs the float64 CPU reference on fresh random
+inputs, and a bf16-autocast training step of the design model."""
+import pytest
+import torch
+
+from openrec.config import load_config
+from openrec.losses import build_loss
+from openrec.modeling import build_model
+from openrec.ops import das_sample, selective_scan
+from openrec.text import build_charset, build_label_encoder, collate_labels
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 33, 4, 16), (300, 4, 32, 16, 16), (2, 8, 96, 8, 16)])
+def test_das_cuda_matches_float64_reference(shape):
+    n, h, w, g, cg = shape
+    x = torch.randn(n, h, w, g * cg)
+    off = torch.randn(n, h, w, 2 * g) * 2.5  # some samples leave the image
+    grad = torch.randn(n, h, w, g * cg)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        # The reference sees exactly the (rounded) values the GPU sees, in float64.
+        xi, gi = x.to(dtype), grad.to(dtype)
+        xr, orr = xi.double().requires_grad_(), off.double().requires_grad_()
+        ref_out = das_sample(xr, orr)
+        ref_out.backward(gi.double())
+        xc, oc = xi.cuda().requires_grad_(), off.cuda().requires_grad_()
+        out = das_sample(xc, oc)
+        out.backward(gi.cuda())
+        assert _rel(out.cpu(), ref_out.detach()) < tol
+        assert _rel(xc.grad.cpu(), xr.grad) < tol and _rel(oc.grad.cpu(), orr.grad) < 10 * tol
+
+
+@pytest.mark.parametrize("shape", [(256, 128, 256), (3, 16, 4096)])
+def test_scan_cuda_matches_float64_reference(shape):
+    b, d, length = shape
+    inputs = [torch.randn(b, d, length), torch.randn(b, d, length), -torch.rand(d, 1) - 0.1, torch.randn(b, 1, length),
+              torch.randn(b, 1, length), torch.randn(d), torch.randn(d)]
+    ref = [t.double().requires_grad_() for t in inputs]
+    grad = torch.randn(b, d, length)
+    selective_scan(*ref).backward(grad.double())
+    gpu = [t.cuda().requires_grad_() for t in inputs]
+    out = selective_scan(*gpu)
+    out.backward(grad.cuda())
+    assert _rel(out.cpu(), selective_scan(*[t.detach() for t in ref])) < 1e-5
+    for name, a, r in zip("u delta A B C D bias".split(), gpu, ref):
+        assert _rel(a.grad.cpu(), r.grad) < 1e-4, name
+
+
+def test_design_model_bf16_train_step():
+    charset = build_charset()
+    cfg = load_config("configs/rec/svtrv2/svtrv2_mamba_gtc_rctc.yml")
+    model = build_model(cfg["Architecture"], charset).cuda()
+    loss_fn = build_loss(cfg["Loss"], charset)
+    enc = build_label_encoder(cfg["LabelEncode"], charset)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in collate_labels(enc, ["hello", "World", "42!"] * 22).items()}
+    images = torch.randn(66, 3, 32, 128, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        losses = loss_fn(model(images, batch), batch)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32, name  # A_log, D and dt bias stay fp32 under autocast
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    model.eval()
+    with torch.no_grad():
+        gpu = model(images[:4])["ctc_logits"].float().cpu()
+        cpu = model.cpu()(images[:4].cpu())["ctc_logits"]
+    assert _rel(gpu, cpu) < 1e-2  # cuDNN may use TF32 for convolutions

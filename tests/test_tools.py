@@ -1,0 +1,91 @@
+"""End-to-end CLIs on a tiny trained model: eval_rec (table + JSON), infer_rec (files, folders, globs,
+bad files), plus EMA, CPU bf16 autocast and pretrained-weight loading in the trainer."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from openrec.data.lmdb_writer import LMDBWriter
+from openrec.engine.checkpoint import load_pretrained
+from openrec.engine.trainer import Trainer
+from tests.test_trainer import _run_cli, tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tools")
+    cfg = tiny_config(root / "out", max_steps=3, ema_decay=0.5)
+    Trainer(cfg).train()
+    cfg_path = root / "cfg.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    return root, cfg_path
+
+
+def test_ema_weights_are_saved_and_used(trained):
+    root, _ = trained
+    best = torch.load(root / "out" / "best.pth", weights_only=False)
+    assert best["ema"] is not None
+    differs = [k for k in best["model"] if best["model"][k].dtype.is_floating_point
+               and not torch.equal(best["model"][k], best["ema"][k])]
+    assert differs  # an EMA with decay 0.5 lags the raw weights
+
+
+def test_eval_tool_prints_table_and_writes_json(trained, tmp_path):
+    root, cfg_path = trained
+    sets = []
+    for name, words in (("setA", ["abc", "Hello"]), ("setB", ["42"])):
+        with LMDBWriter(str(tmp_path / name)) as w:
+            for word in words:
+                ok, buf = cv2.imencode(".jpg", np.full((32, 96, 3), 180, np.uint8))
+                w.add(buf.tobytes(), word, 96, 32)
+        sets.append(str(tmp_path / name))
+    res = _run_cli(["tools/eval_rec.py", "--c", str(cfg_path), "--o", f"Global.checkpoints={root / 'out' / 'best.pth'}",
+                    "--sets", *sets, "--json", str(tmp_path / "r.json")])
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split() == ["Dataset", "samples", "accuracy", "1-NED"]
+    assert [line.split()[0] for line in lines[1:]] == ["setA", "setB", "Combined", "Average"]
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(data) >= {"sets", "combined", "average"}
+    assert data["sets"]["setA"]["samples"] == 2 and set(data["sets"]["setB"]) == {"samples", "acc", "norm_edit_dis"}
+    assert data["combined"]["samples"] == 3
+
+
+def test_infer_tool_reads_files_folders_globs_and_reports_bad_files(trained, tmp_path):
+    root, cfg_path = trained
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "imgs" / f"w{i}.png"), np.full((32, 64 + 32 * i, 3), 40 * i, np.uint8))
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    res = _run_cli(["tools/infer_rec.py", "--c", str(cfg_path), "--o", f"Global.checkpoints={root / 'out' / 'best.pth'}",
+                    "--image", str(tmp_path / "imgs"), str(tmp_path / "imgs" / "w*.png"), str(tmp_path / "missing.jpg")])
+    assert res.returncode == 2, res.stderr[-2000:]  # broken.png and missing.jpg
+    out = [line.split("\t") for line in res.stdout.strip().splitlines()]
+    assert len(out) == 6 and all(len(row) == 3 and 0.0 <= float(row[2]) <= 1.0 for row in out)
+    errors = res.stderr.strip().splitlines()
+    assert len(errors) == 2 and "broken.png\terror: corrupt_image" in errors[0] and "missing.jpg\terror:" in errors[1]
+
+
+def test_pretrained_loading_reports_keys(trained, tmp_path):
+    root, _ = trained
+    cfg = tiny_config(tmp_path / "out2")
+    cfg["Architecture"]["Decoder"] = {"name": "CTCDecoder"}  # a different head: its keys do not match
+    trainer = Trainer(cfg)
+    report = load_pretrained(trainer.raw_model, str(root / "out" / "best.pth"))
+    own = set(trainer.raw_model.state_dict())
+    assert {k for k in own if k.startswith("encoder.")} <= set(report["loaded"])
+    assert "decoder.fc.weight" in report["loaded"] and report["missing"] == []  # CTC's fc has RCTC's shape
+    assert any(k.startswith("decoder.w_atten_block") for k in report["unexpected"])
+
+
+def test_cpu_bf16_autocast_training_steps(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, max_steps=2, cpu_amp=True))
+    assert trainer.use_amp and trainer.amp_dtype == torch.bfloat16
+    summary = trainer.train()
+    assert summary["global_step"] == 2 and summary["bad_steps"] == 0
+    assert all(p.dtype == torch.float32 for p in trainer.raw_model.parameters())
