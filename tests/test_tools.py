@@ -61,14 +61,18 @@ def test_infer_tool_reads_files_folders_globs_and_reports_bad_files(trained, tmp
     for i in range(3):
         cv2.imwrite(str(tmp_path / "imgs" / f"w{i}.png"), np.full((32, 64 + 32 * i, 3), 40 * i, np.uint8))
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    from openrec.data.fuzz import _huge_header_png
+    (tmp_path / "imgs" / "huge.png").write_bytes(_huge_header_png())  # claims 100000 x 100000 pixels
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")
     res = _run_cli(["tools/infer_rec.py", "--c", str(cfg_path), "--o", f"Global.checkpoints={root / 'out' / 'best.pth'}",
                     "--image", str(tmp_path / "imgs"), str(tmp_path / "imgs" / "w*.png"), str(tmp_path / "missing.jpg")])
-    assert res.returncode == 2, res.stderr[-2000:]  # broken.png and missing.jpg
+    assert res.returncode == 4, res.stderr[-2000:]  # broken.png, huge.png, notes.txt and missing.jpg
     out = [line.split("\t") for line in res.stdout.strip().splitlines()]
     assert len(out) == 6 and all(len(row) == 3 and 0.0 <= float(row[2]) <= 1.0 for row in out)
     errors = res.stderr.strip().splitlines()
-    assert len(errors) == 2 and "broken.png\terror: corrupt_image" in errors[0] and "missing.jpg\terror:" in errors[1]
+    assert len(errors) == 4 and "broken.png\terror: corrupt_image" in errors[0]
+    assert "huge.png\terror: image_too_large" in errors[1] and "notes.txt\terror: corrupt_image" in errors[2]
+    assert "missing.jpg\terror:" in errors[3]
 
 
 def test_pretrained_loading_reports_keys(trained, tmp_path):

@@ -59,6 +59,13 @@ def validate_section(cfg: dict, where: str) -> dict:
         validate_kwargs(_SOURCES[entry["type"]], {k: v for k, v in entry.items() if k != "type"}, here)
         if entry["type"] == "lmdb" and not os.path.isdir(entry["path"]):
             raise ConfigError(f"{here}.path: LMDB folder not found: {entry['path']}")
+        if entry["type"] == "synth":
+            from .synth import PRESETS
+            if entry.get("preset", "default") not in PRESETS:
+                raise ConfigError(f"{here}.preset: unknown preset {entry['preset']!r} (accepted: {', '.join(PRESETS)})")
+            for d in entry.get("font_dirs") or []:
+                if not os.path.isdir(d):
+                    raise ConfigError(f"{here}.font_dirs: folder not found: {d}")
         if not 0.0 < entry.get("fraction", 1.0) <= 1.0:
             raise ConfigError(f"{here}.fraction must be in (0, 1], got {entry['fraction']}")
     for key in ("batch_size", "max_ratio"):

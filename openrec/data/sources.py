@@ -20,26 +20,36 @@ class MissingRecord(DecodeError):
     pass
 
 
+_ENVS: dict[tuple[int, str], object] = {}
+
+
+def _open_lmdb(path: str):
+    """One read-only environment per (process, folder): py-lmdb refuses to open a folder twice in a
+    process (the same set may be listed in Train and Eval), and environments must not cross a fork."""
+    import lmdb
+    key = (os.getpid(), os.path.realpath(path))
+    env = _ENVS.get(key)
+    if env is None:
+        env = _ENVS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=126)
+    return env
+
+
 class LMDBSource:
     """An LMDB folder with ``num-samples``, ``image-%09d``, ``label-%09d`` and optional ``wh-%09d``
     ("W_H") keys, 1-indexed. Opened read-only without locks; re-opened lazily in each worker."""
 
     def __init__(self, path: str, name: str | None = None):
-        import lmdb
         if not os.path.isdir(path):
             raise FileNotFoundError(f"LMDB dataset folder not found: {path}")
         self.path = path
         self.name = name or os.path.basename(os.path.normpath(path))
-        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=64)
-        with env.begin(write=False) as txn:
+        with _open_lmdb(path).begin(write=False) as txn:
             raw = txn.get(b"num-samples")
             if raw is None:
-                env.close()
                 raise ValueError(f"{path}: missing 'num-samples' key (not an STR LMDB?)")
             try:
                 claimed = int(raw.decode())
             except ValueError:
-                env.close()
                 raise ValueError(f"{path}: 'num-samples' is not an integer: {raw[:20]!r}") from None
             self.num_samples = claimed
             self.sizes = np.zeros((claimed, 2), dtype=np.float32)  # (w, h); 0 = unknown
@@ -51,22 +61,12 @@ class LMDBSource:
                     self.sizes[i] = (w, h)
                 except Exception:
                     self.missing_wh += 1
-        env.close()
-        self._env = None
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_env"] = None  # environments are per process
-        return state
-
     def _txn(self):
-        if self._env is None:
-            import lmdb
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=64)
-        return self._env.begin(write=False)
+        return _open_lmdb(self.path).begin(write=False)
 
     def aspect_ratios(self, epoch: int, max_ratio: int) -> np.ndarray:
         """Buckets from the ``wh`` keys; records without one are assumed to be 4:1 until loaded."""

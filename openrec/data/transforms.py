@@ -47,8 +47,8 @@ def decode_image(data: bytes) -> np.ndarray:
             img.load()
     except DecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DecodeError("image_too_large", str(e)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError("image_too_large", f"over {MAX_PIXELS} pixels") from None
     except Exception as e:  # PIL raises many types for corrupt or truncated data
         raise DecodeError("corrupt_image", type(e).__name__) from None
     if img.width < 2 or img.height < 2:

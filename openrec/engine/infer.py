@@ -11,17 +11,16 @@ from ..modeling import build_model
 from ..text import build_charset, build_postprocess
 from .checkpoint import load_checkpoint
 
-__all__ = ["TextRecognizer", "expand_inputs", "IMAGE_EXTENSIONS"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+__all__ = ["TextRecognizer", "expand_inputs"]
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files, folders (their image files, sorted) and glob patterns -> a list of paths (order kept)."""
+    """Files, folders (every file in them, sorted: a non-image gets its own error line when read) and
+    glob patterns -> a list of paths (order kept)."""
     paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            paths += sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            paths += sorted(os.path.join(item, f) for f in os.listdir(item) if os.path.isfile(os.path.join(item, f)))
         elif any(c in item for c in "*?["):
             paths += sorted(glob.glob(item))
         else:

@@ -58,6 +58,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.manual_seed(s.seed + self.dist.rank)
+        if mode == "train":
+            self._check_output_dir(s.output_dir)
         self.logger = setup_logger(s.output_dir if mode == "train" else None, self.dist.is_main)
 
         # ---- model, loss, text ------------------------------------------------------------------
@@ -103,6 +105,17 @@ class Trainer:
                 self.raw_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
 
     # ------------------------------------------------------------------------------------------------
+    def _check_output_dir(self, path: str) -> None:
+        """Fail before training, not at the first checkpoint, when the output folder is unusable."""
+        probe = os.path.join(path, f".write_test.{os.getpid()}")
+        try:
+            os.makedirs(path, exist_ok=True)
+            with open(probe, "w") as f:
+                f.write("ok")
+            os.remove(probe)
+        except OSError as e:
+            raise ConfigError(f"Global.output_dir: cannot write to {path}: {e.strerror or e}") from None
+
     def _build_eval_loaders(self) -> dict:
         cfg = validate_section(self.config["Eval"], "Eval")
         loaders = {}

@@ -64,4 +64,7 @@ def build_model(arch_cfg: dict, charset: Charset | None = None) -> Recognizer:
     encoder = ENCODERS.build(arch_cfg["Encoder"], where="Architecture.Encoder", in_channels=in_channels)
     decoder = DECODERS.build(arch_cfg["Decoder"], where="Architecture.Decoder",
                              in_channels=encoder.out_channels, charset=charset)
+    if getattr(decoder, "requires_feat2d", False) and not getattr(encoder, "feat2d", True):
+        raise ConfigError(f"Architecture.Decoder: {arch_cfg['Decoder']['name']} (RCTC) needs (B, C, H, W) features: "
+                          "set Architecture.Encoder.feat2d: true")
     return Recognizer(encoder, decoder)

@@ -39,6 +39,8 @@ class RCTCDecoder(nn.Module):
     character token attends over H within each column (softmax over H, no scaling) to pool one
     feature per column. Needs a (B, C, H, W) map (encoder ``feat2d: true``)."""
 
+    requires_feat2d = True
+
     def __init__(self, in_channels: int, charset: Charset):
         super().__init__()
         if in_channels % 32:

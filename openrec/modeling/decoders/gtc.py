@@ -31,6 +31,7 @@ class GTCDecoder(nn.Module):
                                            in_channels=in_channels, charset=charset) if gtc_decoder else None)
         self.detach = detach
         self.infer_gtc = infer_gtc
+        self.requires_feat2d = getattr(self.ctc_decoder, "requires_feat2d", False)
 
     def no_weight_decay(self) -> set[str]:
         names: set[str] = set()
