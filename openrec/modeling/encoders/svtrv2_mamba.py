@@ -168,6 +168,7 @@ class SVTRv2Mamba(nn.Module):
         mixer = mixer if mixer is not None else [["Conv"] * d for d in depths]
         self._validate(dims, depths, num_heads, mixer, head_dim, sub_k, last_stage, feat2d)
         self.feat2d = feat2d
+        self.mixer_spec = [list(m) for m in mixer]  # kept for checkpoint conversion
         self.pope = POPatchEmbed(in_channels, dims[0], use_pos_embed, (max_sz[0] // 4, max_sz[1] // 4))
         dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
