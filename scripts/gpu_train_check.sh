@@ -2,7 +2,7 @@
 # GPU checks of the training pipeline, run on a lent GPU machine from the repo root:
 #   bash scripts/gpu_train_check.sh ddp     # (2 GPUs) CUDA tests; 1 GPU x 256 vs 2 GPUs x 128: losses + img/s
 #   bash scripts/gpu_train_check.sh train   # (1 GPU) CUDA tests; design config, bf16, synth + real_train, eval on benchmarks
-# Expects wheels in .whl/, a trimmed wordfreq in .gpudata/site and LMDBs in .gpudata/data (see README).
+# Expects .whl/ and .gpudata/ made by scripts/prepare_gpu_carry.sh (carry both with the device tool).
 set -euo pipefail
 MODE=${1:?mode}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Prepares what scripts/gpu_train_check.sh needs on a lent GPU machine that has no package index:
+#   .whl/      wheels for Python 3.12 of what its image lacks (lmdb, wordfreq's dependencies, font packages)
+#   .gpudata/  site/wordfreq (English data only: the full wheel is 57 MB) and data/ (the LMDBs from ../shared)
+# Both folders are git-ignored (.git/info/exclude) and passed with the device tool's `carry`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .git/info .whl .gpudata/site .gpudata/data
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || printf '/.whl/\n/.gpudata/\n' >> .git/info/exclude
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  lmdb==3.0.0 ftfy==6.3.1 langcodes==3.5.1 locate==1.1.1 msgpack==1.2.4 regex wcwidth
+python3 -m pip wheel -q --no-deps -w .whl font-roboto font-source-sans-pro font-source-serif-pro font-caladea \
+  font-lato font-manrope font-fredoka-one font-hanken-grotesk font-intuitive font-fjallaone font-rhd
+W=$(python3 -c "import wordfreq, os; print(os.path.dirname(wordfreq.__file__))")
+rm -rf .gpudata/site/wordfreq && cp -r "$W" .gpudata/site/wordfreq
+find .gpudata/site/wordfreq/data -type f ! -name '*_en.msgpack.gz' -delete
+rm -rf .gpudata/site/wordfreq/__pycache__
+for d in benchmarks/IIIT5k_3000 benchmarks/SVT_647 benchmarks/IC13_857 \
+         real_train/IIIT5k_train_2000 real_train/SVT_train_257 real_train/IC15_train_4468; do
+  mkdir -p ".gpudata/data/$(dirname $d)" && rm -rf ".gpudata/data/$d" && cp -r "../shared/$d" ".gpudata/data/$d"
+done
+du -sh .whl .gpudata
