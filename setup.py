@@ -62,7 +62,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "PyYAML", "lmdb", "pillow", "opencv-python-headless", "tqdm", "matplotlib",
                       "wordfreq", "fonttools"],
-    extras_require={"tensorboard": ["tensorboard"]},
+    extras_require={"tensorboard": ["tensorboard"], "onnx": ["onnx", "onnxscript", "onnxruntime"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

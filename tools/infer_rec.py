@@ -1,6 +1,7 @@
 """Read text from word images: a file, a folder or a glob.
 
     python tools/infer_rec.py --c CFG --o Global.checkpoints=PATH --image IMG_OR_DIR_OR_GLOB [...]
+    python tools/infer_rec.py --c CFG --onnx model.onnx --image ...     # onnxruntime (tools/export_onnx.py)
 
 Prints ``path<TAB>text<TAB>confidence`` per image; unreadable files get one error line each while
 the others are still read. The exit status is the number of files that failed (capped at 100).
@@ -20,13 +21,14 @@ def main(argv=None) -> int:
     p = config_parser(__doc__)
     p.add_argument("--image", nargs="+", required=True, help="image files, folders or glob patterns")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--onnx", default=None, help="run this exported model with onnxruntime instead of PyTorch")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
     try:
         config = load_config_from_args(args)
         g = config.get("Global", {})
         checkpoint = g.get("checkpoints") or g.get("pretrained_model")
-        recognizer = TextRecognizer(config, checkpoint, args.device)
+        recognizer = TextRecognizer(config, checkpoint, args.device, onnx_path=args.onnx)
     except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 100

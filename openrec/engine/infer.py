@@ -31,10 +31,16 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 class TextRecognizer:
     """Loads a model from a config (and checkpoint) and reads word images on CPU or GPU."""
 
-    def __init__(self, config: dict, checkpoint: str | None = None, device: str = "cpu", max_ratio: int = 12):
+    def __init__(self, config: dict, checkpoint: str | None = None, device: str = "cpu", max_ratio: int = 12,
+                 onnx_path: str | None = None):
         g = config.get("Global", {})
         self.charset = build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
         self.model = build_model(config["Architecture"], self.charset)
+        self.session = None
+        if onnx_path:  # onnxruntime runs the exported inference path; the PyTorch model is not used
+            import onnxruntime as ort
+            self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+            checkpoint = None
         if checkpoint:
             ckpt = load_checkpoint(checkpoint)
             state = ckpt.get("ema") or ckpt.get("model") or ckpt
@@ -57,7 +63,12 @@ class TextRecognizer:
         for i, t in enumerate(tensors):
             by_size.setdefault(tuple(t.shape), []).append(i)
         for idx in by_size.values():
-            out = self.post(self.model(torch.stack([tensors[i] for i in idx]).to(self.device)))
+            images = torch.stack([tensors[i] for i in idx])
+            if self.session is not None:
+                probs = torch.from_numpy(self.session.run(None, {"image": images.numpy()})[0])
+                out = self.post({"ctc_logits": probs.log()})  # softmax(log p) = p
+            else:
+                out = self.post(self.model(images.to(self.device)))
             for j, i in enumerate(idx):
                 results[i] = (out["text"][j], float(out["conf"][j]))
         return results

@@ -5,9 +5,11 @@ implementations, so they work under autograd, ``torch.compile`` and ``opcheck``.
 ``*_torch`` are the plain PyTorch formulations (the specification; also used for ONNX export).
 """
 from .das import das_sample, das_sample_backward_torch, das_sample_torch
-from .selective_scan import linear_scan, selective_scan, selective_scan_backward_torch, selective_scan_torch
+from .selective_scan import (export_formulation, linear_scan, linear_scan_fixed_steps, selective_scan,
+                             selective_scan_backward_torch, selective_scan_torch)
 
 __all__ = [
     "das_sample", "das_sample_torch", "das_sample_backward_torch",
     "selective_scan", "selective_scan_torch", "selective_scan_backward_torch", "linear_scan",
+    "linear_scan_fixed_steps", "export_formulation",
 ]

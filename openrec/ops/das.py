@@ -150,4 +150,7 @@ def das_sample(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     ``offset`` is (N,H,W,2G) laid out (group, xy) with the width offset first; zeros outside.
     Dispatches to the CUDA kernel when one is registered, otherwise to :func:`das_sample_torch`.
     """
+    from .selective_scan import export_formulation
+    if export_formulation.active:
+        return das_sample_torch(x, offset)
     return torch.ops.openrec.das_sample(x.contiguous(), offset.contiguous())

@@ -19,9 +19,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan", "selective_scan_torch", "selective_scan_backward_torch"]
+__all__ = ["selective_scan", "selective_scan_torch", "selective_scan_backward_torch", "linear_scan_fixed_steps",
+           "export_formulation"]
 
 SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default: linear above it
+
+
+class _ExportFormulation:
+    """``with export_formulation():`` the ops run as plain PyTorch (standard ONNX operators) instead of
+    custom ops; the scan uses a fixed number of doubling steps so the graph works for any width."""
+
+    active = False
+
+    def __enter__(self):
+        type(self).active = True
+        return self
+
+    def __exit__(self, *exc):
+        type(self).active = False
+
+
+export_formulation = _ExportFormulation
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -53,6 +71,18 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def linear_scan_fixed_steps(a: torch.Tensor, b: torch.Tensor, steps: int = 13) -> torch.Tensor:
+    """The same doubling scan with a fixed number of steps (exact for L <= 2**steps) whose shifts are
+    pad-and-crop, so a traced graph does not depend on L: used for ONNX export with dynamic width."""
+    length = b.shape[-1]
+    h = b
+    for i in range(steps):
+        k = 1 << i
+        h = h + a * F.pad(h, (k, 0))[..., :length]
+        a = a * F.pad(a, (k, 0), value=1.0)[..., :length]
+    return h
+
+
 def _discretise(u, delta, A, B, delta_bias, delta_softplus, cd):
     z = delta.to(cd) + delta_bias.to(cd).unsqueeze(-1)
     dt = F.softplus(z) if delta_softplus else z
@@ -61,12 +91,13 @@ def _discretise(u, delta, A, B, delta_bias, delta_softplus, cd):
     return z, dt, decay, drive
 
 
-def selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True) -> torch.Tensor:
+def selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True,
+                         scan=linear_scan) -> torch.Tensor:
     """Exact PyTorch forward of the d_state=1 selective scan; returns y like u."""
     _check(u, delta, A, B, C, D, delta_bias)
     cd = _compute_dtype(u, delta, A, B, C, D, delta_bias)
     _, _, decay, drive = _discretise(u, delta, A, B, delta_bias, delta_softplus, cd)
-    h = linear_scan(decay, drive)
+    h = scan(decay, drive)
     y = h * C.to(cd) + D.to(cd).unsqueeze(-1) * u.to(cd)
     return y.to(u.dtype)
 
@@ -147,6 +178,8 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus: b
 
     Shapes: u, delta (batch, D, L); A (D, 1); B, C (batch, 1, L); D, delta_bias (D,) or None (zeros).
     """
+    if export_formulation.active:
+        return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus, scan=linear_scan_fixed_steps)
     channels = u.shape[1]
     if D is None:
         D = torch.zeros(channels, device=u.device, dtype=torch.float32)
