@@ -76,16 +76,13 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, Callable] = {}
-        self._aliases: dict[str, str] = {}
 
-    def register(self, name: str | None = None, aliases: tuple[str, ...] = ()):
+    def register(self, name: str | None = None):
         def wrap(cls):
             key = name or cls.__name__
             if key in self._items:
                 raise KeyError(f"{self.kind} {key!r} is registered twice")
             self._items[key] = cls
-            for alias in aliases:
-                self._aliases[alias] = key
             return cls
         return wrap
 
@@ -93,8 +90,6 @@ class Registry:
         return sorted(self._items)
 
     def get(self, name: str, where: str = "") -> Callable:
-        if name in self._aliases:
-            name = self._aliases[name]
         if name not in self._items:
             raise ConfigError(f"{where or self.kind}.name: unknown {self.kind} {name!r}{did_you_mean(name, self._items)} "
                               f"(accepted: {', '.join(self.names())})")

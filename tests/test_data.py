@@ -76,7 +76,7 @@ def test_ddp_shards_disjoint_cover_everything_equal_length(world):
             assert not set(flat[i]) & set(flat[j])
     assert sorted(sum(flat, [])) == list(range(len(RATIOS)))
     for step in range(len(shards[0])):  # ranks agree on the image size of every step
-        assert len({(b := s[step])[0][1:3] for s in shards}) == 1
+        assert len({s[step][0][1:3] for s in shards}) == 1
 
 
 def test_synth_is_reproducible_and_labels_in_charset():

@@ -1,7 +1,6 @@
 """End-to-end CLIs on a tiny trained model: eval_rec (table + JSON), infer_rec (files, folders, globs,
 bad files), plus EMA, CPU bf16 autocast and pretrained-weight loading in the trainer."""
 import json
-import os
 
 import cv2
 import numpy as np

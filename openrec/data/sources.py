@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 
-from .transforms import DecodeError, aspect_bucket, decode_image
+from .transforms import DecodeError, decode_image
 
 __all__ = ["LMDBSource", "SynthSource", "MissingRecord"]
 
@@ -130,6 +130,3 @@ class SynthSource:
         render_rng = random.Random(f"synth-image:{self.seed}:{0 if self.fixed else epoch}:{index}")
         return self.renderer.render(text, render_rng), text
 
-
-def aspect_of(image: np.ndarray, max_ratio: int) -> int:
-    return aspect_bucket(image.shape[1], image.shape[0], max_ratio)

@@ -15,7 +15,7 @@ def ctc_greedy_decode(probs: torch.Tensor, charset: Charset) -> tuple[list[str],
     texts, confs = [], []
     for seq, p in zip(idx.tolist(), conf.tolist()):
         chars, kept, prev = [], [], None
-        for i, (c, q) in enumerate(zip(seq, p)):
+        for c, q in zip(seq, p):
             if c != 0 and c != prev:
                 chars.append(charset.characters[c - 1])
                 kept.append(q)
