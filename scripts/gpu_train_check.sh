@@ -2,6 +2,8 @@
 # GPU checks of the training pipeline, run on a lent GPU machine from the repo root:
 #   bash scripts/gpu_train_check.sh ddp     # (2 GPUs) CUDA tests; 1 GPU x 256 vs 2 GPUs x 128: losses + img/s
 #   bash scripts/gpu_train_check.sh train   # (1 GPU) CUDA tests; design config, bf16, synth + real_train, eval on benchmarks
+#   bash scripts/gpu_train_check.sh segment # (1 GPU) the same run in segments: each call resumes from
+#                                           # output/gpu_design/latest.pth (kept while the machine is warm)
 # Expects .whl/ and .gpudata/ made by scripts/prepare_gpu_carry.sh (carry both with the device tool).
 set -euo pipefail
 MODE=${1:?mode}
@@ -34,4 +36,12 @@ elif [ "$MODE" = train ]; then
       LRScheduler.warmup_steps=300 Optimizer.lr=0.0008 Global.output_dir=$OUT/design 2>&1 | grep -v "^epoch" | tee $OUT/design.log | tail -40
   python3 tools/eval_rec.py --c $CFG --o Global.checkpoints=$OUT/design/latest.pth "$EVAL_SETS" --json $OUT/design_eval.json
   rm -f $OUT/design/*.pth; rm -rf $OUT/design/tensorboard
+elif [ "$MODE" = segment ]; then
+  RUN=output/gpu_design
+  RESUME=(); [ -f $RUN/latest.pth ] && RESUME=(Global.checkpoints=$RUN/latest.pth)
+  python3 tools/train_rec.py --c $CFG --o Global.max_steps=${STEPS:-2600} Global.max_minutes=${MINUTES:-7.5} \
+      Global.eval_every=650 Global.save_every=250 Global.log_every=50 "$TRAIN_SETS" "$EVAL_SETS" \
+      Train.num_workers=14 Eval.num_workers=4 LRScheduler.warmup_steps=300 Optimizer.lr=0.0008 \
+      Global.output_dir=$RUN "${RESUME[@]}" 2>&1 | grep -v "^epoch" | tail -25
+  cp $RUN/history.jsonl $RUN/train.log $RUN/curves.png $RUN/summary.json $OUT/ 2>/dev/null || true
 fi

@@ -169,3 +169,22 @@ def test_section_validation_names_the_key(tmp_path):
         validate_section({"datasets": [str(tmp_path / "nope")]}, "Train")
     with pytest.raises(ConfigError, match=r"Train.datasets\[0\]: unknown key 'num_sample'"):
         validate_section({"datasets": [{"type": "synth", "num_sample": 2}]}, "Train")
+
+
+def test_lmdb_is_read_by_forked_workers_and_listed_twice(tmp_path):
+    import cv2
+    with LMDBWriter(str(tmp_path / "db")) as writer:
+        for i in range(40):
+            ok, buf = cv2.imencode(".png", np.full((32, 64, 3), i, np.uint8))
+            writer.add(buf.tobytes(), f"w{i}", 64, 32)
+    path = str(tmp_path / "db")
+    # the same folder twice in one process (as in Train and Eval), read by two worker processes
+    cfg = validate_section({"datasets": [path, path], "batch_size": 8, "num_workers": 2}, "Train")
+    ds = build_dataset(cfg, CHARSET, build_label_encoder({"name": "CTCLabelEncode"}, CHARSET), True, 0)
+    ds.sources[0].load(0, 0, None)  # the parent has used the environment before forking
+    texts, skipped = [], {}
+    for b in build_loader(ds, cfg, True, 0):
+        texts += b["text"]
+        for k, v in b["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    assert skipped == {} and sorted(texts) == sorted([f"w{i}" for i in range(40)] * 2)

@@ -20,14 +20,15 @@ class MissingRecord(DecodeError):
     pass
 
 
-_ENVS: dict[tuple[int, str], object] = {}
+_ENVS: dict[str, object] = {}
 
 
 def _open_lmdb(path: str):
-    """One read-only environment per (process, folder): py-lmdb refuses to open a folder twice in a
-    process (the same set may be listed in Train and Eval), and environments must not cross a fork."""
+    """One read-only, lock-free environment per folder, shared by the process and the DataLoader
+    workers it forks: py-lmdb refuses to open a folder a second time in a process, and a forked
+    worker counts as the process that opened it (so it must reuse the inherited handle, never reopen)."""
     import lmdb
-    key = (os.getpid(), os.path.realpath(path))
+    key = os.path.realpath(path)
     env = _ENVS.get(key)
     if env is None:
         env = _ENVS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=126)
