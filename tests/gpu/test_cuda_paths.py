@@ -32,7 +32,14 @@ def test_das_cuda_matches_float64_reference(shape):
         out = das_sample(xc, oc)
         out.backward(gi.cuda())
         assert _rel(out.cpu(), ref_out.detach()) < tol
-        assert _rel(xc.grad.cpu(), xr.grad) < tol and _rel(oc.grad.cpu(), orr.grad) < 10 * tol
+        # The offset gradient jumps where a location crosses an integer; fp32 and float64 may put a
+        # location within rounding of an integer on different sides, so such points are left out.
+        base_h = torch.arange(h, dtype=torch.float64).view(1, h, 1, 1)
+        base_w = torch.arange(w, dtype=torch.float64).view(1, 1, w, 1)
+        loc = torch.stack([base_w + off[..., 0::2].double(), base_h + off[..., 1::2].double()], -1)
+        smooth = ((loc - loc.round()).abs() > 1e-4).all(-1, keepdim=True).expand_as(loc).reshape(off.shape)
+        assert _rel(xc.grad.cpu(), xr.grad) < tol
+        assert _rel(oc.grad.cpu()[smooth], orr.grad[smooth]) < 10 * tol
 
 
 @pytest.mark.parametrize("shape", [(256, 128, 256), (3, 16, 4096)])
