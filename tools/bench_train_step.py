@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import torch  # noqa: E402
 
 from openrec.cli import config_parser, load_config_from_args  # noqa: E402
-from openrec.engine.describe import SAMPLE_WORDS, charset_from_config  # noqa: E402
+from openrec.engine.describe import SAMPLE_WORDS  # noqa: E402
+from openrec.text import charset_from_config  # noqa: E402
 from openrec.losses import build_loss  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
 from openrec.text import build_label_encoder, collate_labels  # noqa: E402

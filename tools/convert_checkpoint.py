@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from openrec.engine.convert import convert_state_dict  # noqa: E402
-from openrec.engine.describe import charset_from_config  # noqa: E402
+from openrec.text import charset_from_config  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
 
 

@@ -8,14 +8,9 @@ import torch
 
 from ..losses import build_loss
 from ..modeling import build_model
-from ..text import build_charset, build_label_encoder, build_postprocess, collate_labels
+from ..text import build_label_encoder, build_postprocess, charset_from_config, collate_labels
 
 SAMPLE_WORDS = ["openrec", "Mamba", "SVTRv2", "2026", "text", "scene", "READ", "ocr!"]
-
-
-def charset_from_config(config: dict):
-    g = config.get("Global", {})
-    return build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
 
 
 def describe_model(config: dict, batch_size: int = 2, height: int = 32, width: int = 128) -> dict:

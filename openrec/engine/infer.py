@@ -8,7 +8,7 @@ import torch
 
 from ..data.transforms import DecodeError, aspect_bucket, bucket_size, decode_image, to_tensor
 from ..modeling import build_model
-from ..text import build_charset, build_postprocess
+from ..text import build_postprocess, charset_from_config
 from .checkpoint import load_checkpoint
 
 __all__ = ["TextRecognizer", "expand_inputs"]
@@ -33,8 +33,7 @@ class TextRecognizer:
 
     def __init__(self, config: dict, checkpoint: str | None = None, device: str = "cpu", max_ratio: int = 12,
                  onnx_path: str | None = None):
-        g = config.get("Global", {})
-        self.charset = build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
+        self.charset = charset_from_config(config)
         self.model = build_model(config["Architecture"], self.charset)
         self.session = None
         if onnx_path:  # onnxruntime runs the exported inference path; the PyTorch model is not used

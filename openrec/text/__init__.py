@@ -1,10 +1,10 @@
 """Text side: character dictionaries, label encoders and post-processing decoders."""
-from .charset import BUILTIN_DICTS, Charset, build_charset
+from .charset import BUILTIN_DICTS, Charset, build_charset, charset_from_config
 from .decode import CTCLabelDecode, GTCLabelDecode, SMTRLabelDecode, ctc_greedy_decode, smtr_greedy_decode
 from .labels import CTCLabelEncode, GTCLabelEncode, LabelRejected, SMTRLabelEncode, collate_labels
 
 __all__ = [
-    "BUILTIN_DICTS", "Charset", "build_charset", "CTCLabelDecode", "GTCLabelDecode", "SMTRLabelDecode",
+    "BUILTIN_DICTS", "Charset", "build_charset", "charset_from_config", "CTCLabelDecode", "GTCLabelDecode", "SMTRLabelDecode",
     "ctc_greedy_decode", "smtr_greedy_decode", "CTCLabelEncode", "GTCLabelEncode", "LabelRejected",
     "SMTRLabelEncode", "collate_labels", "build_label_encoder", "build_postprocess",
 ]

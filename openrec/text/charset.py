@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError
 
-__all__ = ["Charset", "build_charset", "BUILTIN_DICTS"]
+__all__ = ["Charset", "build_charset", "charset_from_config", "BUILTIN_DICTS"]
 
 _DICT_DIR = os.path.join(os.path.dirname(__file__), "dicts")
 BUILTIN_DICTS = {"en_symbols": os.path.join(_DICT_DIR, "en_symbols.txt")}
@@ -84,3 +84,9 @@ def build_charset(character_dict_path: str | None = None, use_space_char: bool =
     if not isinstance(max_text_length, int) or max_text_length < 1:
         raise ConfigError(f"Global.max_text_length must be a positive integer, got {max_text_length!r}")
     return Charset(tuple(chars), max_text_length)
+
+
+def charset_from_config(config: dict) -> Charset:
+    """The charset a full config describes in its ``Global`` section (defaults where keys are absent)."""
+    g = config.get("Global") or {}
+    return build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
