@@ -11,6 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+import torch  # noqa: E402
+
 from openrec.config import ConfigError  # noqa: E402
 from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError  # noqa: E402
@@ -23,13 +25,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--onnx", default=None, help="run this exported model with onnxruntime instead of PyTorch")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the forward from a CUDA graph per input shape (low batch-1 latency; needs --device cuda)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype on CUDA")
     args = p.parse_args(argv)
     try:
         config = load_config_from_args(args)
         g = config.get("Global", {})
         checkpoint = g.get("checkpoints") or g.get("pretrained_model")
-        recognizer = TextRecognizer(config, checkpoint, args.device, onnx_path=args.onnx)
-    except (ConfigError, CheckpointError) as e:
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+        recognizer = TextRecognizer(config, checkpoint, args.device, onnx_path=args.onnx, cuda_graphs=args.cuda_graphs,
+                                    amp_dtype=amp)
+    except (ConfigError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 100
     paths = expand_inputs(args.image)

@@ -11,7 +11,43 @@ from ..modeling import build_model
 from ..text import build_postprocess, charset_from_config
 from .checkpoint import load_checkpoint
 
-__all__ = ["TextRecognizer", "expand_inputs"]
+__all__ = ["TextRecognizer", "CudaGraphForward", "expand_inputs"]
+
+
+class CudaGraphForward:
+    """Replays a model's inference forward for one input shape from a CUDA graph.
+
+    Batch-1 inference is bound by kernel-launch overhead (hundreds of small kernels); a graph replays
+    them with one launch. The input is copied into a static buffer; the returned dict holds static
+    output tensors that the next call overwrites (clone them to keep them).
+    """
+
+    def __init__(self, model: torch.nn.Module, shape: tuple[int, ...], amp_dtype: torch.dtype | None = None,
+                 warmup: int = 3):
+        device = next(model.parameters()).device
+        if device.type != "cuda":
+            raise ValueError("CudaGraphForward needs a model on a CUDA device")
+        self.model, self.amp_dtype = model, amp_dtype
+        self.static_input = torch.zeros(shape, device=device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up (cuDNN autotuning, lazy init) outside the capture
+            for _ in range(warmup):
+                self._forward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_output = self._forward()
+
+    def _forward(self) -> dict:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=self.amp_dtype or torch.float32,
+                                                    enabled=self.amp_dtype is not None):
+            return self.model(self.static_input)
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        self.static_input.copy_(images)
+        self.graph.replay()
+        return self.static_output
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -32,7 +68,7 @@ class TextRecognizer:
     """Loads a model from a config (and checkpoint) and reads word images on CPU or GPU."""
 
     def __init__(self, config: dict, checkpoint: str | None = None, device: str = "cpu", max_ratio: int = 12,
-                 onnx_path: str | None = None):
+                 onnx_path: str | None = None, cuda_graphs: bool = False, amp_dtype: torch.dtype | None = None):
         self.charset = charset_from_config(config)
         self.model = build_model(config["Architecture"], self.charset)
         self.session = None
@@ -48,6 +84,20 @@ class TextRecognizer:
         self.model.to(self.device).eval()
         self.post = build_postprocess(config["PostProcess"], self.charset)
         self.max_ratio = max_ratio
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs needs device='cuda'")
+        self.cuda_graphs, self.amp_dtype = cuda_graphs, amp_dtype
+        self._graphs: dict[tuple, CudaGraphForward] = {}  # one captured forward per input shape
+
+    def _run_model(self, images: torch.Tensor) -> dict:
+        images = images.to(self.device)
+        if self.cuda_graphs:
+            shape = tuple(images.shape)
+            if shape not in self._graphs:
+                self._graphs[shape] = CudaGraphForward(self.model, shape, self.amp_dtype)
+            return {k: v.float() if torch.is_tensor(v) else v for k, v in self._graphs[shape](images).items()}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            return {k: v.float() if torch.is_tensor(v) else v for k, v in self.model(images).items()}
 
     def preprocess(self, data: bytes) -> torch.Tensor:
         image = decode_image(data)
@@ -67,7 +117,7 @@ class TextRecognizer:
                 probs = torch.from_numpy(self.session.run(None, {"image": images.numpy()})[0])
                 out = self.post({"ctc_logits": probs.log()})  # softmax(log p) = p
             else:
-                out = self.post(self.model(images.to(self.device)))
+                out = self.post(self._run_model(images))
             for j, i in enumerate(idx):
                 results[i] = (out["text"][j], float(out["conf"][j]))
         return results

@@ -36,6 +36,7 @@ class GlobalSettings:
     deterministic: bool = False
     num_threads: int | None = None             # torch CPU threads
     max_bad_steps: int = 20                    # consecutive non-finite steps before stopping
+    compile: bool = False                      # torch.compile the model for training (one graph per bucket)
 
 
 @dataclass

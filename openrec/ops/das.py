@@ -9,10 +9,15 @@ offset first. Integer coordinates are pixel centres and corners outside the imag
 The arithmetic follows DCNv3's bilinear kernel (floor, weights ``hh*hw, hh*lw, lh*hw, lh*lw``, summed
 in that order) so fp32 results are bit-faithful, not grid_sample's normalise/unnormalise round trip.
 Math runs in fp32 (float64 for float64 inputs); outputs and gradients come back in the input dtypes.
+
+The functions below are the CPU implementation (and the fallback on CUDA tensors when the extension
+is not built); ``csrc/das_kernels.cu`` registers the CUDA implementation of the same ops.
 """
 from __future__ import annotations
 
 import torch
+
+from .kernels import deterministic_kernels, warn_pytorch_fallback
 
 __all__ = ["das_sample", "das_sample_torch", "das_sample_backward_torch"]
 
@@ -111,6 +116,7 @@ def das_sample_backward_torch(grad_out: torch.Tensor, x: torch.Tensor, offset: t
 
 @torch.library.custom_op("openrec::das_sample", mutates_args=())
 def _das_sample_op(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    warn_pytorch_fallback("das_sample", x)
     return das_sample_torch(x, offset)
 
 
@@ -121,12 +127,15 @@ def _(x, offset):
 
 
 @torch.library.custom_op("openrec::das_sample_backward", mutates_args=())
-def _das_sample_backward_op(grad_out: torch.Tensor, x: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _das_sample_backward_op(grad_out: torch.Tensor, x: torch.Tensor, offset: torch.Tensor,
+                            deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # ``deterministic`` selects the CUDA kernel's atomic-free path; this implementation always is.
+    warn_pytorch_fallback("das_sample_backward", x)
     return das_sample_backward_torch(grad_out, x, offset)
 
 
 @_das_sample_backward_op.register_fake
-def _(grad_out, x, offset):
+def _(grad_out, x, offset, deterministic):
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(offset, memory_format=torch.contiguous_format)
 
 
@@ -137,7 +146,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     x, offset = ctx.saved_tensors
-    grad_x, grad_offset = torch.ops.openrec.das_sample_backward(grad_out.contiguous(), x, offset)
+    grad_x, grad_offset = torch.ops.openrec.das_sample_backward(grad_out, x, offset, deterministic_kernels())
     return grad_x, grad_offset
 
 
@@ -151,6 +160,10 @@ def das_sample(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     Dispatches to the CUDA kernel when one is registered, otherwise to :func:`das_sample_torch`.
     """
     from .selective_scan import export_formulation
-    if export_formulation.active:
+    if export_formulation.active or (x.is_cuda and x.dtype == torch.float64):  # no float64 kernel
         return das_sample_torch(x, offset)
-    return torch.ops.openrec.das_sample(x.contiguous(), offset.contiguous())
+    if x.stride(-1) != 1:
+        # The CUDA kernel reads any strides, but 16-byte loads need contiguous channels: one copy
+        # here is cheaper than uncoalesced corner loads (e.g. an NCHW map viewed as NHWC).
+        x = x.contiguous()
+    return torch.ops.openrec.das_sample(x, offset)

@@ -19,8 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .kernels import warn_pytorch_fallback
+
 __all__ = ["selective_scan", "selective_scan_torch", "selective_scan_backward_torch", "linear_scan_fixed_steps",
-           "export_formulation"]
+           "export_formulation", "SCAN_CHUNK", "selective_scan_channels_last_torch",
+           "selective_scan_channels_last_backward_torch"]
 
 SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default: linear above it
 
@@ -134,39 +137,94 @@ def selective_scan_backward_torch(grad_y, u, delta, A, B, C, D, delta_bias, delt
             dD.to(D.dtype), dbias.to(delta_bias.dtype))
 
 
+# ---- The ops. Their tensors are channels-last, as the DA-Mamba block holds its tokens: u, delta, y
+# (batch, L, D); A, D, delta_bias (D,); B, C (batch, L). The forward also returns the state at the
+# start of every SCAN_CHUNK steps, (batch, ceil(L/SCAN_CHUNK), D) in fp32 (float64 for float64
+# inputs), from which the CUDA backward recomputes each chunk. This file's implementations serve the
+# CPU (and CUDA tensors when the extension is not built); csrc/scan_kernels.cu registers the CUDA one.
+SCAN_CHUNK = 16  # == openrec::kScanChunk in csrc/openrec_kernels.h
+
+
+def _check_op(u, delta, A, B, C, D, delta_bias) -> None:
+    if u.dim() != 3 or u.shape != delta.shape:
+        raise ValueError(f"openrec::selective_scan: u and delta must both be (batch, L, D); got {tuple(u.shape)} and {tuple(delta.shape)}")
+    b, length, d = u.shape
+    for name, t, shape in (("A", A, (d,)), ("B", B, (b, length)), ("C", C, (b, length)), ("D", D, (d,)),
+                           ("delta_bias", delta_bias, (d,))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"openrec::selective_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
+
+
+def _state_dtype(u: torch.Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _public(u, delta, A, B, C):
+    """Channels-last op arguments as views in the (batch, D, L) layout of the reference functions."""
+    return u.transpose(1, 2), delta.transpose(1, 2), A.unsqueeze(-1), B.unsqueeze(1), C.unsqueeze(1)
+
+
+def selective_scan_channels_last_torch(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True):
+    """The op's PyTorch implementation on channels-last tensors: returns (y, states)."""
+    _check_op(u, delta, A, B, C, D, delta_bias)
+    ut, dt, At, Bt, Ct = _public(u, delta, A, B, C)
+    cd = _compute_dtype(u, delta, A, B, C, D, delta_bias)
+    _, _, decay, drive = _discretise(ut, dt, At, Bt, delta_bias, delta_softplus, cd)
+    h = linear_scan(decay.contiguous(), drive.contiguous())
+    y = h * Ct.to(cd) + D.to(cd).unsqueeze(-1) * ut.to(cd)
+    h_prev = torch.cat([torch.zeros_like(h[..., :1]), h[..., :-1]], dim=-1)
+    states = h_prev[..., ::SCAN_CHUNK].transpose(1, 2).to(_state_dtype(u)).contiguous()
+    return y.transpose(1, 2).to(u.dtype).contiguous(), states
+
+
+def selective_scan_channels_last_backward_torch(grad_y, u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True):
+    """The backward op's PyTorch implementation (recomputes h; needs no saved states)."""
+    ut, dt, At, Bt, Ct = _public(u, delta, A, B, C)
+    du, dz, dA, dB, dC, dD, dbias = selective_scan_backward_torch(grad_y.transpose(1, 2), ut, dt, At, Bt, Ct, D,
+                                                                  delta_bias, delta_softplus)
+    return (du.transpose(1, 2).contiguous(), dz.transpose(1, 2).contiguous(), dA.reshape(A.shape), dB.reshape(B.shape),
+            dC.reshape(C.shape), dD, dbias)
+
+
 @torch.library.custom_op("openrec::selective_scan", mutates_args=())
 def _selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                       D: torch.Tensor, delta_bias: torch.Tensor, delta_softplus: bool) -> torch.Tensor:
-    return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
+                       D: torch.Tensor, delta_bias: torch.Tensor, delta_softplus: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    warn_pytorch_fallback("selective_scan", u)
+    return selective_scan_channels_last_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 @_selective_scan_op.register_fake
 def _(u, delta, A, B, C, D, delta_bias, delta_softplus):
-    _check(u, delta, A, B, C, D, delta_bias)
-    return torch.empty_like(u, memory_format=torch.contiguous_format)
+    _check_op(u, delta, A, B, C, D, delta_bias)
+    b, length, d = u.shape
+    n_states = -(-length // SCAN_CHUNK)
+    return (torch.empty_like(u, memory_format=torch.contiguous_format),
+            u.new_empty((b, n_states, d), dtype=_state_dtype(u)))
 
 
 @torch.library.custom_op("openrec::selective_scan_backward", mutates_args=())
 def _selective_scan_backward_op(grad_y: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                                 B: torch.Tensor, C: torch.Tensor, D: torch.Tensor, delta_bias: torch.Tensor,
-                                delta_softplus: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                               torch.Tensor, torch.Tensor, torch.Tensor]:
-    return selective_scan_backward_torch(grad_y, u, delta, A, B, C, D, delta_bias, delta_softplus)
+                                states: torch.Tensor, delta_softplus: bool
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                           torch.Tensor, torch.Tensor]:
+    warn_pytorch_fallback("selective_scan_backward", u)
+    return selective_scan_channels_last_backward_torch(grad_y, u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 @_selective_scan_backward_op.register_fake
-def _(grad_y, u, delta, A, B, C, D, delta_bias, delta_softplus):
+def _(grad_y, u, delta, A, B, C, D, delta_bias, states, delta_softplus):
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (u, delta, A, B, C, D, delta_bias))
 
 
 def _setup_context(ctx, inputs, output):
     *tensors, delta_softplus = inputs
-    ctx.save_for_backward(*tensors)
+    ctx.save_for_backward(*tensors, output[1])
     ctx.delta_softplus = delta_softplus
 
 
-def _backward(ctx, grad_y):
-    grads = torch.ops.openrec.selective_scan_backward(grad_y.contiguous(), *ctx.saved_tensors, ctx.delta_softplus)
+def _backward(ctx, grad_y, grad_states):
+    grads = torch.ops.openrec.selective_scan_backward(grad_y, *ctx.saved_tensors, ctx.delta_softplus)
     return (*grads, None)
 
 
@@ -177,13 +235,24 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus: b
     """d_state=1 selective scan: y = h*C + D*u with h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t.
 
     Shapes: u, delta (batch, D, L); A (D, 1); B, C (batch, 1, L); D, delta_bias (D,) or None (zeros).
+    Any strides; y is returned as a (batch, D, L) view of a channels-last (batch, L, D) tensor.
     """
-    if export_formulation.active:
-        return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus, scan=linear_scan_fixed_steps)
     channels = u.shape[1]
     if D is None:
         D = torch.zeros(channels, device=u.device, dtype=torch.float32)
     if delta_bias is None:
         delta_bias = torch.zeros(channels, device=u.device, dtype=torch.float32)
-    return torch.ops.openrec.selective_scan(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(),
-                                            C.contiguous(), D.contiguous(), delta_bias.contiguous(), bool(delta_softplus))
+    if export_formulation.active:
+        return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus, scan=linear_scan_fixed_steps)
+    if u.is_cuda and u.dtype == torch.float64:  # the kernel is fp32/fp16/bf16: float64 stays plain PyTorch
+        steps = max(1, (u.shape[-1] - 1).bit_length())
+        return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                    scan=lambda a, b: linear_scan_fixed_steps(a, b, steps))
+    _check(u, delta, A, B, C, D, delta_bias)
+    b, _, length = u.shape
+    # Transposes are views: a u that is itself a transposed channels-last tensor (as in DASSM) is
+    # passed on without a copy, and y comes back as a view of the op's channels-last output.
+    y, _ = torch.ops.openrec.selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A.reshape(channels),
+                                            B.reshape(b, length), C.reshape(b, length), D, delta_bias,
+                                            bool(delta_softplus))
+    return y.transpose(1, 2)

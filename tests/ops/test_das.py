@@ -56,7 +56,7 @@ def test_opcheck():
     x, offset = _inputs(2, 3, 4, 2, 4, 1.5, seed=2, dtype=torch.float32)
     opcheck(torch.ops.openrec.das_sample.default, (x.requires_grad_(), offset.requires_grad_()))
     grad = torch.randn_like(x)
-    opcheck(torch.ops.openrec.das_sample_backward.default, (grad, x.detach(), offset.detach()))
+    opcheck(torch.ops.openrec.das_sample_backward.default, (grad, x.detach(), offset.detach(), True))
 
 
 def test_zero_offset_is_exact_identity_fp32():

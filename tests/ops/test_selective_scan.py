@@ -51,11 +51,37 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda *t: selective_scan(*t), inputs)
 
 
+def _op_args(b, d, length, seed):
+    """Channels-last arguments of the op itself: u, delta (b, L, d); A, D, bias (d,); B, C (b, L)."""
+    u, delta, A, B, C, D, bias = [t.float() for t in _inputs(b, d, length, seed)]
+    return [u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.reshape(d), B.reshape(b, length),
+            C.reshape(b, length), D, bias]
+
+
 def test_opcheck():
-    inputs = [t.float().requires_grad_() for t in _inputs(2, 4, 16, seed=7)]
+    inputs = [t.requires_grad_() for t in _op_args(2, 4, 37, seed=7)]
     opcheck(torch.ops.openrec.selective_scan.default, (*inputs, True))
-    grad = torch.randn(2, 4, 16)
-    opcheck(torch.ops.openrec.selective_scan_backward.default, (grad, *[t.detach() for t in inputs], True))
+    _, states = torch.ops.openrec.selective_scan(*inputs, True)
+    grad = torch.randn(2, 37, 4)
+    opcheck(torch.ops.openrec.selective_scan_backward.default, (grad, *[t.detach() for t in inputs], states.detach(), True))
+
+
+def test_saved_states_are_the_state_before_each_chunk():
+    u, delta, A, B, C, D, bias = _op_args(2, 3, 40, seed=11)
+    y, states = torch.ops.openrec.selective_scan(u, delta, A, B, C, D, bias, True)
+    assert states.shape == (2, 3, 3) and states.dtype == torch.float32  # ceil(40 / 16) chunks
+    # h_{t-1} at t = 16k from the definition: with C = 1 and D = 0, y_t is h_t.
+    h, _ = torch.ops.openrec.selective_scan(u, delta, A, B, torch.ones_like(C), torch.zeros_like(D), bias, True)
+    expected = torch.cat([torch.zeros(2, 1, 3), h[:, 15::16][:, :2]], dim=1)
+    torch.testing.assert_close(states, expected)
+
+
+def test_strided_inputs_match_contiguous():
+    inputs = _inputs(3, 5, 21, seed=12)
+    ref = selective_scan(*inputs)
+    u, delta = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in inputs[:2])  # channels-last storage
+    out = selective_scan(u, delta, *inputs[2:])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_long_sequence_fp32_is_finite_and_close_to_float64():

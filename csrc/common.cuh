@@ -1,0 +1,69 @@
+// Small device helpers shared by the kernels: dtype conversion and 16-byte vector loads/stores.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "openrec_kernels.h"
+
+namespace openrec {
+
+template <typename T> struct Scalar;
+template <> struct Scalar<float> {
+  static __device__ __forceinline__ float to_float(float v) { return v; }
+  static __device__ __forceinline__ float from_float(float v) { return v; }
+};
+template <> struct Scalar<__half> {
+  static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+};
+template <> struct Scalar<__nv_bfloat16> {
+  static __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+};
+
+template <typename T> __device__ __forceinline__ float to_float(T v) { return Scalar<T>::to_float(v); }
+template <typename T> __device__ __forceinline__ T from_float(float v) { return Scalar<T>::from_float(v); }
+
+// Elements of T in one 16-byte vector.
+template <typename T> constexpr int kVec16 = 16 / sizeof(T);
+
+// Loads VEC elements starting at p: one 16-byte load when VEC elements make 16 bytes (the caller
+// guarantees contiguity and alignment), otherwise VEC scalar loads `stride` apart.
+template <typename T, int VEC>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, int64_t stride, float (&v)[VEC]) {
+  if constexpr (VEC * sizeof(T) == 16) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) v[j] = to_float(e[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) v[j] = to_float(p[j * stride]);
+  }
+}
+
+// Stores VEC contiguous elements (16-byte store when they make 16 bytes).
+template <typename T, int VEC>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&v)[VEC]) {
+  if constexpr (VEC * sizeof(T) == 16) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) e[j] = from_float<T>(v[j]);
+    *reinterpret_cast<uint4*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) p[j] = from_float<T>(v[j]);
+  }
+}
+
+inline int blocks_for(int64_t work, int threads, int max_blocks = 65535 * 16) {
+  int64_t blocks = (work + threads - 1) / threads;
+  if (blocks > max_blocks) blocks = max_blocks;
+  return blocks < 1 ? 1 : static_cast<int>(blocks);
+}
+
+}  // namespace openrec

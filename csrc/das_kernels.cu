@@ -1,0 +1,365 @@
+// DAS (DCNv3 with kernel 1, mask 1): per channel group, bilinear sampling at (h + dy, w + dx) with
+// zeros outside. The arithmetic follows openrec/ops/das.py (the specification): floor, weights
+// (hh*hw, hh*lw, lh*hw, lh*lw) for the corners (h0,w0), (h0,w0+1), (h0+1,w0), (h0+1,w0+1), all math in
+// fp32. One thread handles one (pixel, group) and loops over the group's channels in 16-byte vectors,
+// so the offset and the corner weights are computed once per group.
+#include "common.cuh"
+
+namespace openrec {
+namespace {
+
+struct Corners {
+  int64_t x_off[4];  // element offsets of the corners inside one image of x (strided)
+  int64_t pix[4];    // pixel index h*W + w of the corners (for contiguous tensors)
+  float weight[4];
+  bool valid[4];
+  float lh, lw, hh, hw;
+  bool finite;
+};
+
+__device__ __forceinline__ Corners make_corners(float loc_h, float loc_w, const DasShape& s) {
+  Corners c;
+  c.finite = isfinite(loc_h) && isfinite(loc_w);
+  // Far outside, every corner is invalid whatever the exact location: clamping keeps the integer
+  // conversion defined and changes neither the output (0) nor the gradients (0).
+  loc_h = fminf(fmaxf(loc_h, -2.f), static_cast<float>(s.h) + 1.f);
+  loc_w = fminf(fmaxf(loc_w, -2.f), static_cast<float>(s.w) + 1.f);
+  const float h_low_f = floorf(loc_h), w_low_f = floorf(loc_w);
+  const int h0 = static_cast<int>(h_low_f), w0 = static_cast<int>(w_low_f);
+  c.lh = loc_h - h_low_f;
+  c.lw = loc_w - w_low_f;
+  c.hh = 1.f - c.lh;
+  c.hw = 1.f - c.lw;
+  c.weight[0] = c.hh * c.hw;
+  c.weight[1] = c.hh * c.lw;
+  c.weight[2] = c.lh * c.hw;
+  c.weight[3] = c.lh * c.lw;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int hk = h0 + (k >> 1), wk = w0 + (k & 1);
+    c.valid[k] = hk >= 0 && hk < s.h && wk >= 0 && wk < s.w;
+    c.x_off[k] = c.valid[k] ? hk * s.stride_h + wk * s.stride_w : 0;
+    c.pix[k] = c.valid[k] ? static_cast<int64_t>(hk) * s.w + wk : 0;
+  }
+  return c;
+}
+
+template <int VEC>
+__device__ __forceinline__ void atomic_add_scaled(float* dst, const float (&v)[VEC], float weight) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (VEC % 4 == 0) {  // sm_90 vector atomics: one instruction per 4 floats
+#pragma unroll
+    for (int j = 0; j < VEC; j += 4)
+      atomicAdd(reinterpret_cast<float4*>(dst + j),
+                make_float4(weight * v[j], weight * v[j + 1], weight * v[j + 2], weight * v[j + 3]));
+  } else
+#endif
+  {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) atomicAdd(dst + j, weight * v[j]);
+  }
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(256) das_forward_kernel(const T* __restrict__ x, const float* __restrict__ offset,
+                                                          T* __restrict__ out, DasShape s) {
+  const int64_t total = s.n * s.h * s.w * s.groups;
+  const int64_t channels = s.groups * s.group_channels;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t g = i % s.groups, p = i / s.groups;
+    const int64_t w = p % s.w, h = (p / s.w) % s.h, n = p / (s.w * s.h);
+    const float2 o = reinterpret_cast<const float2*>(offset)[i];
+    const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
+    const T* xb = x + n * s.stride_n + g * s.group_channels * s.stride_c;
+    T* ob = out + p * channels + g * s.group_channels;
+    for (int64_t c = 0; c < s.group_channels; c += VEC) {
+      float v[4][VEC];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (cr.valid[k]) {
+          load_vec<T, VEC>(xb + cr.x_off[k] + c * s.stride_c, s.stride_c, v[k]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) v[k][j] = 0.f;
+        }
+      }
+      float acc[VEC];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        acc[j] = cr.weight[0] * v[0][j] + cr.weight[1] * v[1][j] + cr.weight[2] * v[2][j] + cr.weight[3] * v[3][j];
+        if (!cr.finite) acc[j] = __int_as_float(0x7fc00000);  // NaN/inf offset -> NaN, as the reference
+      }
+      store_vec<T, VEC>(ob + c, acc);
+    }
+  }
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __restrict__ grad_out, const T* __restrict__ x,
+                                                                  const float* __restrict__ offset,
+                                                                  float* __restrict__ grad_offset,
+                                                                  float* __restrict__ grad_x_accum, DasShape s) {
+  const int64_t total = s.n * s.h * s.w * s.groups;
+  const int64_t channels = s.groups * s.group_channels;
+  const int64_t pixels = s.h * s.w;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t g = i % s.groups, p = i / s.groups;
+    const int64_t w = p % s.w, h = (p / s.w) % s.h, n = p / pixels;
+    const float2 o = reinterpret_cast<const float2*>(offset)[i];
+    const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
+    const T* xb = x + n * s.stride_n + g * s.group_channels * s.stride_c;
+    const T* gb = grad_out + p * channels + g * s.group_channels;
+    float dot[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int64_t c = 0; c < s.group_channels; c += VEC) {
+      float go[VEC];
+      load_vec<T, VEC>(gb + c, 1, go);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (!cr.valid[k]) continue;
+        float v[VEC];
+        load_vec<T, VEC>(xb + cr.x_off[k] + c * s.stride_c, s.stride_c, v);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) dot[k] += go[j] * v[j];
+        if (grad_x_accum != nullptr)
+          atomic_add_scaled<VEC>(grad_x_accum + (n * pixels + cr.pix[k]) * channels + g * s.group_channels + c, go,
+                                 cr.weight[k]);
+      }
+    }
+    float grad_w = cr.hh * (dot[1] - dot[0]) + cr.lh * (dot[3] - dot[2]);
+    float grad_h = cr.hw * (dot[2] - dot[0]) + cr.lw * (dot[3] - dot[1]);
+    if (!cr.finite) grad_w = grad_h = __int_as_float(0x7fc00000);
+    reinterpret_cast<float2*>(grad_offset)[i] = make_float2(grad_w, grad_h);
+  }
+}
+
+// Fast path (channels contiguous, group_channels a multiple of the vector width): one thread per
+// 16-byte vector of one (pixel, group), so a warp's loads and stores cover contiguous 512-byte rows.
+// Every thread of a group recomputes the corner weights (cheap) instead of sharing them.
+// Index is uint32_t when every index fits (the usual case: 64-bit division is several times slower).
+template <typename T, typename Index>
+__global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restrict__ x, const float* __restrict__ offset,
+                                                              T* __restrict__ out, DasShape s, int vecs_per_group) {
+  constexpr int VEC = kVec16<T>;
+  const Index total = static_cast<Index>(s.n * s.h * s.w * s.groups * vecs_per_group);
+  const Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const Index vpg = vecs_per_group, groups = s.groups, width = s.w, height = s.h;
+  const Index v = i % vpg, pg = i / vpg;  // pg = (pixel, group) index
+  const Index g = pg % groups, p = pg / groups;
+  const Index w = p % width, h = (p / width) % height, n = p / (width * height);
+  const float2 o = reinterpret_cast<const float2*>(offset)[pg];
+  const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
+  const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
+  float val[4][VEC];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (cr.valid[k]) {
+      load_vec<T, VEC>(xb + cr.x_off[k], 1, val[k]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) val[k][j] = 0.f;
+    }
+  }
+  float acc[VEC];
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    acc[j] = cr.weight[0] * val[0][j] + cr.weight[1] * val[1][j] + cr.weight[2] * val[2][j] + cr.weight[3] * val[3][j];
+    if (!cr.finite) acc[j] = __int_as_float(0x7fc00000);
+  }
+  store_vec<T, VEC>(out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, acc);
+}
+
+// Backward of the fast path: each thread dots its vector of grad_out with the 4 corner vectors; the
+// group's vecs_per_group lanes (a power of two, aligned in the warp) add their dots with xor
+// shuffles in a fixed pattern (deterministic). Optionally scatters grad_x with atomics.
+template <typename T, typename Index>
+__global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
+    const T* __restrict__ grad_out, const T* __restrict__ x, const float* __restrict__ offset,
+    float* __restrict__ grad_offset, float* __restrict__ grad_x_accum, DasShape s, int vecs_per_group) {
+  constexpr int VEC = kVec16<T>;
+  const Index total = static_cast<Index>(s.n * s.h * s.w * s.groups * vecs_per_group);
+  const Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x;
+  const bool active = i < total;  // inactive lanes still take part in the shuffles
+  const Index ii = active ? i : total - 1;
+  const Index vpg = vecs_per_group, groups = s.groups, width = s.w, height = s.h;
+  const Index v = ii % vpg, pg = ii / vpg;
+  const Index g = pg % groups, p = pg / groups;
+  const int64_t pixels = s.h * s.w, channels = s.groups * s.group_channels;
+  const Index w = p % width, h = (p / width) % height, n = p / (width * height);
+  const float2 o = reinterpret_cast<const float2*>(offset)[pg];
+  const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
+  const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
+  float go[VEC], val[4][VEC];
+  load_vec<T, VEC>(grad_out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, 1, go);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (cr.valid[k]) {
+      load_vec<T, VEC>(xb + cr.x_off[k], 1, val[k]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) val[k][j] = 0.f;
+    }
+  }
+  float dot[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    dot[k] = 0.f;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) dot[k] += go[j] * val[k][j];
+  }
+  for (int width = 1; width < vecs_per_group; width *= 2) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) dot[k] += __shfl_xor_sync(0xffffffffu, dot[k], width);
+  }
+  if (!active) return;
+  if (v == 0) {
+    float grad_w = cr.hh * (dot[1] - dot[0]) + cr.lh * (dot[3] - dot[2]);
+    float grad_h = cr.hw * (dot[2] - dot[0]) + cr.lw * (dot[3] - dot[1]);
+    if (!cr.finite) grad_w = grad_h = __int_as_float(0x7fc00000);
+    reinterpret_cast<float2*>(grad_offset)[pg] = make_float2(grad_w, grad_h);
+  }
+  if (grad_x_accum != nullptr) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (cr.valid[k])
+        atomic_add_scaled<VEC>(grad_x_accum + (static_cast<int64_t>(n) * pixels + cr.pix[k]) * channels +
+                                   static_cast<int64_t>(g) * s.group_channels + v * VEC,
+                               go, cr.weight[k]);
+  }
+}
+
+// Thread = one channel of one image; its column of grad_x (all H*W pixels) lives in shared memory,
+// so no two threads ever add into the same address and the summation order is fixed (pixel order,
+// then corner order): deterministic without atomics.
+template <typename T>
+__global__ void das_backward_x_owned_kernel(const T* __restrict__ grad_out, const float* __restrict__ offset,
+                                            T* __restrict__ grad_x, DasShape s, int tile) {
+  extern __shared__ float column[];  // [pixels][tile]
+  const int64_t channels = s.groups * s.group_channels;
+  const int64_t pixels = s.h * s.w;
+  const int64_t n = blockIdx.x;
+  const int lane = threadIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * tile + lane;
+  if (c >= channels) return;  // no barriers below: an early return is safe
+  for (int64_t q = 0; q < pixels; ++q) column[q * tile + lane] = 0.f;
+  const int64_t g = c / s.group_channels;
+  const float2* ob = reinterpret_cast<const float2*>(offset) + n * pixels * s.groups + g;
+  const T* gb = grad_out + n * pixels * channels + c;
+  int64_t p = 0;
+  for (int64_t h = 0; h < s.h; ++h) {
+    for (int64_t w = 0; w < s.w; ++w, ++p) {
+      const float2 o = ob[p * s.groups];
+      const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
+      const float go = to_float(gb[p * channels]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (cr.valid[k]) column[cr.pix[k] * tile + lane] += cr.weight[k] * go;
+    }
+  }
+  T* xb = grad_x + n * pixels * channels + c;
+  for (int64_t q = 0; q < pixels; ++q) xb[q * channels] = from_float<T>(column[q * tile + lane]);
+}
+
+template <typename T>
+bool vector_path(const void* x, const DasShape& s) {
+  constexpr int vec = kVec16<T>;
+  return s.stride_c == 1 && s.group_channels % vec == 0 && s.stride_n % vec == 0 && s.stride_h % vec == 0 &&
+         s.stride_w % vec == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+template <typename T>
+cudaError_t forward_impl(const void* x, const float* offset, void* out, const DasShape& s, cudaStream_t stream) {
+  const int64_t total = s.n * s.h * s.w * s.groups;
+  const int threads = 256;
+  if (vector_path<T>(x, s)) {
+    const int vecs = static_cast<int>(s.group_channels / kVec16<T>);
+    const int64_t blocks = (total * vecs + threads - 1) / threads;
+    if (total * vecs < (int64_t{1} << 31))
+      das_forward_vec_kernel<T, uint32_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+          static_cast<const T*>(x), offset, static_cast<T*>(out), s, vecs);
+    else
+      das_forward_vec_kernel<T, int64_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+          static_cast<const T*>(x), offset, static_cast<T*>(out), s, vecs);
+  } else {
+    das_forward_kernel<T, 1><<<blocks_for(total, threads), threads, 0, stream>>>(static_cast<const T*>(x), offset,
+                                                                                static_cast<T*>(out), s);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t backward_offset_impl(const void* grad_out, const void* x, const float* offset, float* grad_offset,
+                                 float* grad_x_accum, const DasShape& s, cudaStream_t stream) {
+  const int64_t total = s.n * s.h * s.w * s.groups;
+  const int threads = 256;
+  const auto* go = static_cast<const T*>(grad_out);
+  const int64_t vecs = s.group_channels / kVec16<T>;
+  const bool pow2 = vecs > 0 && vecs <= 32 && (vecs & (vecs - 1)) == 0;  // shuffle groups stay inside a warp
+  if (vector_path<T>(x, s) && pow2 && reinterpret_cast<uintptr_t>(grad_out) % 16 == 0) {
+    const int64_t blocks = (total * vecs + threads - 1) / threads;
+    if (total * vecs < (int64_t{1} << 31))
+      das_backward_offset_vec_kernel<T, uint32_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+          go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s, static_cast<int>(vecs));
+    else
+      das_backward_offset_vec_kernel<T, int64_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+          go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s, static_cast<int>(vecs));
+  } else if (vector_path<T>(x, s) && reinterpret_cast<uintptr_t>(grad_out) % 16 == 0) {
+    das_backward_offset_kernel<T, kVec16<T>><<<blocks_for(total, threads), threads, 0, stream>>>(
+        go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s);
+  } else {
+    das_backward_offset_kernel<T, 1><<<blocks_for(total, threads), threads, 0, stream>>>(
+        go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t backward_x_owned_impl(const void* grad_out, const float* offset, void* grad_x, const DasShape& s,
+                                  int smem_limit, cudaStream_t stream) {
+  const int64_t channels = s.groups * s.group_channels;
+  const int64_t column_bytes = s.h * s.w * static_cast<int64_t>(sizeof(float));
+  if (column_bytes > smem_limit) return cudaErrorInvalidValue;  // H*W too large for one column
+  // Widest power-of-two channel tile within 48 KB (no opt-in needed, several blocks per SM); below
+  // 32 channels, use more shared memory to keep at least a warp of threads per block.
+  int tile = 256;
+  while (tile > 1 && (tile > channels * 2 || tile * column_bytes > 48 * 1024)) tile /= 2;
+  while (tile < 32 && tile < channels && 2 * tile * column_bytes <= smem_limit) tile *= 2;
+  const size_t smem = static_cast<size_t>(tile * column_bytes);
+  auto kernel = das_backward_x_owned_kernel<T>;
+  if (smem > 48 * 1024) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  const dim3 grid(static_cast<unsigned>(s.n), static_cast<unsigned>((channels + tile - 1) / tile));
+  kernel<<<grid, tile, smem, stream>>>(static_cast<const T*>(grad_out), offset, static_cast<T*>(grad_x), s, tile);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+#define OPENREC_DISPATCH(dtype, FN, ...)                                      \
+  switch (dtype) {                                                            \
+    case DType::kFloat32: return FN<float>(__VA_ARGS__);                      \
+    case DType::kFloat16: return FN<__half>(__VA_ARGS__);                     \
+    case DType::kBFloat16: return FN<__nv_bfloat16>(__VA_ARGS__);             \
+  }                                                                           \
+  return cudaErrorInvalidValue;
+
+cudaError_t das_forward(DType dtype, const void* x, const float* offset, void* out, const DasShape& s,
+                        cudaStream_t stream) {
+  OPENREC_DISPATCH(dtype, forward_impl, x, offset, out, s, stream)
+}
+
+cudaError_t das_backward_offset(DType dtype, const void* grad_out, const void* x, const float* offset,
+                                float* grad_offset, float* grad_x_accum, const DasShape& s, cudaStream_t stream) {
+  OPENREC_DISPATCH(dtype, backward_offset_impl, grad_out, x, offset, grad_offset, grad_x_accum, s, stream)
+}
+
+cudaError_t das_backward_x_owned(DType dtype, const void* grad_out, const float* offset, void* grad_x,
+                                 const DasShape& s, int smem_limit, cudaStream_t stream) {
+  OPENREC_DISPATCH(dtype, backward_x_owned_impl, grad_out, offset, grad_x, s, smem_limit, stream)
+}
+
+}  // namespace openrec

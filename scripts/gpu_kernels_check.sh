@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the CUDA extension, runs the kernel tests and the ops benchmark, on a lent GPU machine:
+#   bash scripts/gpu_kernels_check.sh            # build + tests/gpu + tests/ops + tools/bench_ops.py
+#   SKIP_BUILD=1 bash scripts/gpu_kernels_check.sh   # reuse the build of a warm machine
+#   PARTS="tests ops rec" ...   # choose: kernel tests, tools/bench_ops.py, tools/bench_rec.py (tiny + base pairs)
+# Expects .whl/ from scripts/prepare_gpu_carry.sh (carry it). Results go to $OUT.
+set -euo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+  start=$(date +%s)
+  OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 \
+    || { tail -60 "$OUT/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - start )) s"
+fi
+python3 -c "import openrec.ops as o; print('kernels:', o.cuda_kernels_status())"
+PARTS=${PARTS:-tests ops}
+if [[ $PARTS == *tests* ]]; then
+OPENREC_REQUIRE_KERNELS=1 python3 -m pytest -q -p no:cacheprovider tests/gpu tests/ops ${PYTEST_ARGS:-} \
+  > "$OUT/tests.log" 2>&1 || true
+tail -30 "$OUT/tests.log"
+fi
+if [[ $PARTS == *ops* ]]; then
+python3 tools/bench_ops.py --json "$OUT/bench_ops.json" ${BENCH_ARGS:-} > "$OUT/bench_ops.txt" 2>&1 || true
+if [ "${DAS_MODES:-0}" = 1 ]; then  # compare the two DAS backward paths
+OPENREC_DAS_BACKWARD=atomic python3 tools/bench_ops.py --ops das --skip-torch --json "$OUT/bench_das_atomic.json" \
+  > "$OUT/bench_das_atomic.txt" 2>&1 || true
+OPENREC_DAS_BACKWARD=owned python3 tools/bench_ops.py --ops das --skip-torch --json "$OUT/bench_das_owned.json" \
+  > "$OUT/bench_das_owned.txt" 2>&1 || true
+echo "== atomic DAS backward"; tail -14 "$OUT/bench_das_atomic.txt" | head -9
+echo "== owned DAS backward"; tail -14 "$OUT/bench_das_owned.txt" | head -9
+fi
+echo "== bench_ops"; tail -32 "$OUT/bench_ops.txt"
+fi
+if [[ $PARTS == *rec* ]]; then
+  C=configs/rec/svtrv2
+  for size in tiny base; do
+    python3 tools/bench_rec.py --configs $C/svtrv2_mamba_${size}_gtc_rctc.yml $C/svtrv2_${size}_gtc_rctc.yml --rctc \
+      --json "$OUT/bench_rec_$size.json" ${REC_ARGS:-} > "$OUT/bench_rec_$size.txt" 2>&1 || true
+    echo "== bench_rec $size"; grep -A30 "^NVIDIA" "$OUT/bench_rec_$size.txt" || tail -20 "$OUT/bench_rec_$size.txt"
+  done
+fi

@@ -1,0 +1,222 @@
+"""Side-by-side speed of two recognisers (e.g. SVTRv2Mamba vs its attention twin) in one process.
+
+    python tools/bench_rec.py --configs configs/rec/svtrv2/svtrv2_mamba_tiny_gtc_rctc.yml \
+        configs/rec/svtrv2/svtrv2_tiny_gtc_rctc.yml --rctc --json output/bench_rec_tiny.json
+
+Rows: train step (fwd + loss + bwd + AdamW) img/s in fp32 and bf16 autocast at B128 3x32x128 and
+B32 3x32x384; inference img/s at B128 (fp32, bf16); batch-1 latency (ms; eager, and replayed from a
+CUDA graph); and a long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events
+after warm-up, median of --iters. The last column is first/second (>1: the first is faster). On CPU
+(fewer, smaller rows) wall clock is used. ``--rctc`` swaps each config's head for the plain RCTC
+head and CTC loss (the setting of the perf anchors); ``--o`` overrides apply to both configs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+import torch  # noqa: E402
+
+from openrec.config import apply_overrides, load_config  # noqa: E402
+from openrec.engine.describe import SAMPLE_WORDS  # noqa: E402
+from openrec.engine.infer import CudaGraphForward  # noqa: E402
+from openrec.losses import build_loss  # noqa: E402
+from openrec.modeling import build_model  # noqa: E402
+from openrec.text import build_label_encoder, charset_from_config, collate_labels  # noqa: E402
+
+RCTC = {"Architecture.Decoder": {"name": "RCTCDecoder"}, "Loss": {"name": "CTCLoss", "zero_infinity": True},
+        "LabelEncode": {"name": "CTCLabelEncode"}, "PostProcess": {"name": "CTCLabelDecode"}}
+
+
+def load(path: str, rctc: bool, overrides: list[str]) -> dict:
+    cfg = load_config(path)
+    if rctc:
+        cfg["Architecture"]["Decoder"] = dict(RCTC["Architecture.Decoder"])
+        for key in ("Loss", "LabelEncode", "PostProcess"):
+            cfg[key] = dict(RCTC[key])
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+class Timer:
+    def __init__(self, device: torch.device, iters: int, warmup: int):
+        self.device, self.iters, self.warmup = device, iters, warmup
+
+    def median_ms(self, fn) -> float:
+        times = []
+        for i in range(self.warmup + self.iters):
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                ms = start.elapsed_time(end)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                ms = 1000 * (time.perf_counter() - t0)
+            if i >= self.warmup:
+                times.append(ms)
+        return statistics.median(times)
+
+
+class Subject:
+    """One model with its loss, label batch and optimizer, ready to time."""
+
+    def __init__(self, cfg: dict, device: torch.device):
+        self.cfg, self.device = cfg, device
+        charset = charset_from_config(cfg)
+        self.model = build_model(cfg["Architecture"], charset).to(device)
+        self.loss_fn = build_loss(cfg["Loss"], charset)
+        self.encoder = build_label_encoder(cfg["LabelEncode"], charset)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=device.type == "cuda" or None)  # as the trainer
+        self.forward = self.model
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    def train_step_fn(self, batch_size: int, width: int, amp):
+        words = [random.Random(i).choice(SAMPLE_WORDS) for i in range(batch_size)]
+        batch = collate_labels(self.encoder, words, random.Random(0))
+        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        images = torch.randn(batch_size, 3, 32, width, device=self.device)
+        self.model.train()
+
+        def step():
+            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = self.loss_fn(self.forward(images, batch), batch)["loss"]
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        return step
+
+    def infer_fn(self, batch_size: int, width: int, amp):
+        images = torch.randn(batch_size, 3, 32, width, device=self.device)
+        self.model.eval()
+
+        def run():
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=amp or torch.float32,
+                                                        enabled=amp is not None):
+                self.forward(images)
+        return run
+
+    def graph_fn(self, width: int, amp):
+        self.model.eval()
+        runner = CudaGraphForward(self.model, (1, 3, 32, width), amp_dtype=amp)
+        images = torch.randn(1, 3, 32, width, device=self.device)
+        return lambda: runner(images)
+
+
+def rows_for(device: torch.device, quick: bool):
+    bf16 = torch.bfloat16
+    if device.type == "cpu":
+        return ([("train fp32 B16 32x128", "train", 16, 128, None), ("infer fp32 B32 32x128", "infer", 32, 128, None),
+                 ("latency fp32 B1 32x128", "latency", 1, 128, None)],
+                [128, 512], 4)
+    rows = [("train fp32 B128 32x128", "train", 128, 128, None), ("train bf16 B128 32x128", "train", 128, 128, bf16),
+            ("train fp32 B32 32x384", "train", 32, 384, None), ("train bf16 B32 32x384", "train", 32, 384, bf16),
+            ("infer fp32 B128 32x128", "infer", 128, 128, None), ("infer bf16 B128 32x128", "infer", 128, 128, bf16),
+            ("latency fp32 B1 32x128", "latency", 1, 128, None), ("latency bf16 B1 32x128", "latency", 1, 128, bf16),
+            ("latency graph fp32 B1 32x128", "graph", 1, 128, None),
+            ("latency graph bf16 B1 32x128", "graph", 1, 128, bf16)]
+    if quick:
+        rows = [r for r in rows if "fp32" not in r[0] or r[1] == "latency"]
+    return rows, [128, 256, 512, 1024, 2048], 64
+
+
+def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]) -> dict:
+    rows, widths, sweep_batch = rows_for(device, quick)
+    if only:
+        rows = [r for r in rows if any(o in r[0] for o in only)]
+        widths = widths if any(o in "long-text" for o in only) else []
+    out = {}
+    for name, kind, batch_size, width, amp in rows:
+        if kind == "train":
+            ms = timer.median_ms(subject.train_step_fn(batch_size, width, amp))
+        elif kind == "infer":
+            ms = timer.median_ms(subject.infer_fn(batch_size, width, amp))
+        elif kind == "latency":
+            ms = timer.median_ms(subject.infer_fn(1, width, amp))
+        else:
+            ms = timer.median_ms(subject.graph_fn(width, amp))
+        out[name] = {"ms": ms, "img_s": 1000 * batch_size / ms, "unit": "ms" if kind in ("latency", "graph") else "img/s"}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    for width in widths:
+        ms = timer.median_ms(subject.infer_fn(sweep_batch, width, amp))
+        out[f"long-text infer B{sweep_batch} 32x{width}"] = {"ms": ms, "img_s": 1000 * sweep_batch / ms, "unit": "img/s"}
+    return out
+
+
+def profile_step(subject: Subject, steps: int = 3) -> None:
+    from torch.profiler import ProfilerActivity, profile
+    step = subject.train_step_fn(128, 128, torch.bfloat16)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60), flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs=2, required=True, metavar="CFG", help="first (e.g. Mamba) and second")
+    parser.add_argument("--rctc", action="store_true", help="plain RCTC head + CTC loss for both")
+    parser.add_argument("--o", nargs="*", default=[], help="overrides for both configs, e.g. Global.seed=1")
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="bf16 rows and latency only")
+    parser.add_argument("--rows", nargs="*", default=[], help="only rows whose name contains one of these")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (inductor; the custom ops stay opaque kernels)")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the top CUDA kernels of a bf16 B128 train step of each model")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    timer = Timer(device, args.iters, args.warmup)
+    results, names = [], []
+    for path in args.configs:
+        torch.manual_seed(0)
+        subject = Subject(load(path, args.rctc, args.o), device)
+        if args.compile:
+            subject.forward = torch.compile(subject.model)
+        names.append(os.path.splitext(os.path.basename(path))[0])
+        print(f"{names[-1]}: {subject.params / 1e6:.2f}M params", flush=True)
+        results.append(measure(subject, timer, device, args.quick, args.rows))
+        if args.profile and device.type == "cuda":
+            profile_step(subject)
+        del subject
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(f"{'row':34s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
+    table = []
+    for row in results[0]:
+        a, b = results[0][row], results[1][row]
+        if a["unit"] == "ms":
+            ratio, va, vb = b["ms"] / a["ms"], f"{a['ms']:.2f} ms", f"{b['ms']:.2f} ms"
+        else:
+            ratio, va, vb = a["img_s"] / b["img_s"], f"{a['img_s']:.0f} img/s", f"{b['img_s']:.0f} img/s"
+        table.append({"row": row, names[0]: a, names[1]: b, "ratio": ratio})
+        print(f"{row:34s} {va:>22s} {vb:>22s} {ratio:6.2f}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump({"device": where, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                       "configs": args.configs, "rctc": args.rctc, "overrides": args.o, "compile": args.compile,
+                       "rows": table}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
