@@ -160,9 +160,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_sca
   Tensor du = at::empty_like(uc), dd = at::empty_like(uc);
   const int64_t n_tiles = (s.dim + openrec::kScanChannelsPerBlock - 1) / openrec::kScanChannelsPerBlock;
   const auto f32 = u.options().dtype(at::kFloat);
-  Tensor dB_part = at::zeros({s.batch, n_tiles, s.length}, f32), dC_part = at::zeros({s.batch, n_tiles, s.length}, f32);
-  Tensor dA_part = at::zeros({s.batch, s.dim}, f32), dD_part = at::zeros({s.batch, s.dim}, f32);
-  Tensor dbias_part = at::zeros({s.batch, s.dim}, f32);
+  // The kernel writes every element of the partials (each time step of each channel tile, each
+  // (batch, channel)), so no zero-fill on the hot path.
+  Tensor dB_part = at::empty({s.batch, n_tiles, s.length}, f32), dC_part = at::empty({s.batch, n_tiles, s.length}, f32);
+  Tensor dA_part = at::empty({s.batch, s.dim}, f32), dD_part = at::empty({s.batch, s.dim}, f32);
+  Tensor dbias_part = at::empty({s.batch, s.dim}, f32);
   if (uc.numel() > 0) {
     check_launch(openrec::scan_backward(dtype, gy.data_ptr(), uc.data_ptr(), dc.data_ptr(), Af.data_ptr<float>(),
                                         Bf.data_ptr<float>(), Cf.data_ptr<float>(), Df.data_ptr<float>(),
@@ -172,8 +174,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_sca
                                         c10::cuda::getCurrentCUDAStream()),
                  "selective_scan_backward");
   } else {
-    du.zero_();
-    dd.zero_();
+    for (Tensor* t : {&du, &dd, &dB_part, &dC_part, &dA_part, &dD_part, &dbias_part}) t->zero_();
   }
   // Fixed-shape torch reductions: deterministic.
   return {du,

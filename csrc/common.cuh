@@ -60,6 +60,15 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&v)[VE
   }
 }
 
+// Calls FN<T> for the element type named by a DType (inside a function returning cudaError_t).
+#define OPENREC_DISPATCH(dtype, FN, ...)                          \
+  switch (dtype) {                                                \
+    case DType::kFloat32: return FN<float>(__VA_ARGS__);          \
+    case DType::kFloat16: return FN<__half>(__VA_ARGS__);         \
+    case DType::kBFloat16: return FN<__nv_bfloat16>(__VA_ARGS__); \
+  }                                                               \
+  return cudaErrorInvalidValue;
+
 inline int blocks_for(int64_t work, int threads, int max_blocks = 65535 * 16) {
   int64_t blocks = (work + threads - 1) / threads;
   if (blocks > max_blocks) blocks = max_blocks;

@@ -44,6 +44,38 @@ __device__ __forceinline__ Corners make_corners(float loc_h, float loc_w, const 
   return c;
 }
 
+// The 4 corner vectors of one sample (zeros for corners outside the image).
+template <typename T, int VEC>
+__device__ __forceinline__ void load_corners(const T* __restrict__ base, const Corners& cr, int64_t stride_c,
+                                             float (&val)[4][VEC]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (cr.valid[k]) {
+      load_vec<T, VEC>(base + cr.x_off[k], stride_c, val[k]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) val[k][j] = 0.f;
+    }
+  }
+}
+
+// Bilinear blend of the corners; NaN for a non-finite offset, as the reference gives.
+template <int VEC>
+__device__ __forceinline__ void blend_corners(const Corners& cr, const float (&val)[4][VEC], float (&acc)[VEC]) {
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    acc[j] = cr.weight[0] * val[0][j] + cr.weight[1] * val[1][j] + cr.weight[2] * val[2][j] + cr.weight[3] * val[3][j];
+    if (!cr.finite) acc[j] = __int_as_float(0x7fc00000);
+  }
+}
+
+// (d/d dx, d/d dy) of the sample from dot[k] = <grad_out, corner k> over the group's channels.
+__device__ __forceinline__ float2 offset_grad(const Corners& cr, const float (&dot)[4]) {
+  if (!cr.finite) return make_float2(__int_as_float(0x7fc00000), __int_as_float(0x7fc00000));
+  return make_float2(cr.hh * (dot[1] - dot[0]) + cr.lh * (dot[3] - dot[2]),
+                     cr.hw * (dot[2] - dot[0]) + cr.lw * (dot[3] - dot[1]));
+}
+
 template <int VEC>
 __device__ __forceinline__ void atomic_add_scaled(float* dst, const float (&v)[VEC], float weight) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -74,22 +106,9 @@ __global__ void __launch_bounds__(256) das_forward_kernel(const T* __restrict__ 
     const T* xb = x + n * s.stride_n + g * s.group_channels * s.stride_c;
     T* ob = out + p * channels + g * s.group_channels;
     for (int64_t c = 0; c < s.group_channels; c += VEC) {
-      float v[4][VEC];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (cr.valid[k]) {
-          load_vec<T, VEC>(xb + cr.x_off[k] + c * s.stride_c, s.stride_c, v[k]);
-        } else {
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) v[k][j] = 0.f;
-        }
-      }
-      float acc[VEC];
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        acc[j] = cr.weight[0] * v[0][j] + cr.weight[1] * v[1][j] + cr.weight[2] * v[2][j] + cr.weight[3] * v[3][j];
-        if (!cr.finite) acc[j] = __int_as_float(0x7fc00000);  // NaN/inf offset -> NaN, as the reference
-      }
+      float v[4][VEC], acc[VEC];
+      load_corners<T, VEC>(xb + c * s.stride_c, cr, s.stride_c, v);
+      blend_corners<VEC>(cr, v, acc);
       store_vec<T, VEC>(ob + c, acc);
     }
   }
@@ -127,10 +146,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __res
                                  cr.weight[k]);
       }
     }
-    float grad_w = cr.hh * (dot[1] - dot[0]) + cr.lh * (dot[3] - dot[2]);
-    float grad_h = cr.hw * (dot[2] - dot[0]) + cr.lw * (dot[3] - dot[1]);
-    if (!cr.finite) grad_w = grad_h = __int_as_float(0x7fc00000);
-    reinterpret_cast<float2*>(grad_offset)[i] = make_float2(grad_w, grad_h);
+    reinterpret_cast<float2*>(grad_offset)[i] = offset_grad(cr, dot);
   }
 }
 
@@ -152,22 +168,9 @@ __global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restric
   const float2 o = reinterpret_cast<const float2*>(offset)[pg];
   const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
-  float val[4][VEC];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    if (cr.valid[k]) {
-      load_vec<T, VEC>(xb + cr.x_off[k], 1, val[k]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) val[k][j] = 0.f;
-    }
-  }
-  float acc[VEC];
-#pragma unroll
-  for (int j = 0; j < VEC; ++j) {
-    acc[j] = cr.weight[0] * val[0][j] + cr.weight[1] * val[1][j] + cr.weight[2] * val[2][j] + cr.weight[3] * val[3][j];
-    if (!cr.finite) acc[j] = __int_as_float(0x7fc00000);
-  }
+  float val[4][VEC], acc[VEC];
+  load_corners<T, VEC>(xb, cr, 1, val);
+  blend_corners<VEC>(cr, val, acc);
   store_vec<T, VEC>(out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, acc);
 }
 
@@ -193,15 +196,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
   float go[VEC], val[4][VEC];
   load_vec<T, VEC>(grad_out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, 1, go);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    if (cr.valid[k]) {
-      load_vec<T, VEC>(xb + cr.x_off[k], 1, val[k]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) val[k][j] = 0.f;
-    }
-  }
+  load_corners<T, VEC>(xb, cr, 1, val);
   float dot[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
@@ -215,10 +210,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
   }
   if (!active) return;
   if (v == 0) {
-    float grad_w = cr.hh * (dot[1] - dot[0]) + cr.lh * (dot[3] - dot[2]);
-    float grad_h = cr.hw * (dot[2] - dot[0]) + cr.lw * (dot[3] - dot[1]);
-    if (!cr.finite) grad_w = grad_h = __int_as_float(0x7fc00000);
-    reinterpret_cast<float2*>(grad_offset)[pg] = make_float2(grad_w, grad_h);
+    reinterpret_cast<float2*>(grad_offset)[pg] = offset_grad(cr, dot);
   }
   if (grad_x_accum != nullptr) {
 #pragma unroll
@@ -339,13 +331,6 @@ cudaError_t backward_x_owned_impl(const void* grad_out, const float* offset, voi
 
 }  // namespace
 
-#define OPENREC_DISPATCH(dtype, FN, ...)                                      \
-  switch (dtype) {                                                            \
-    case DType::kFloat32: return FN<float>(__VA_ARGS__);                      \
-    case DType::kFloat16: return FN<__half>(__VA_ARGS__);                     \
-    case DType::kBFloat16: return FN<__nv_bfloat16>(__VA_ARGS__);             \
-  }                                                                           \
-  return cudaErrorInvalidValue;
 
 cudaError_t das_forward(DType dtype, const void* x, const float* offset, void* out, const DasShape& s,
                         cudaStream_t stream) {

@@ -238,13 +238,6 @@ cudaError_t backward_impl(const void* grad_y, const void* u, const void* delta, 
 
 }  // namespace
 
-#define OPENREC_DISPATCH(dtype, FN, ...)                          \
-  switch (dtype) {                                                \
-    case DType::kFloat32: return FN<float>(__VA_ARGS__);          \
-    case DType::kFloat16: return FN<__half>(__VA_ARGS__);         \
-    case DType::kBFloat16: return FN<__nv_bfloat16>(__VA_ARGS__); \
-  }                                                               \
-  return cudaErrorInvalidValue;
 
 cudaError_t scan_forward(DType dtype, const void* u, const void* delta, const float* A, const float* Bm,
                          const float* Cm, const float* Dskip, const float* bias, void* y, float* states,

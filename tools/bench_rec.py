@@ -131,9 +131,10 @@ def rows_for(device: torch.device, quick: bool):
 
 def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]) -> dict:
     rows, widths, sweep_batch = rows_for(device, quick)
+    sweep = [(f"long-text infer B{sweep_batch} 32x{w}", w) for w in widths]
     if only:
         rows = [r for r in rows if any(o in r[0] for o in only)]
-        widths = widths if any(o in "long-text" for o in only) else []
+        sweep = [(name, w) for name, w in sweep if any(o in name for o in only)]
     out = {}
     for name, kind, batch_size, width, amp in rows:
         if kind == "train":
@@ -148,9 +149,9 @@ def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]
         if device.type == "cuda":
             torch.cuda.empty_cache()
     amp = torch.bfloat16 if device.type == "cuda" else None
-    for width in widths:
+    for name, width in sweep:
         ms = timer.median_ms(subject.infer_fn(sweep_batch, width, amp))
-        out[f"long-text infer B{sweep_batch} 32x{width}"] = {"ms": ms, "img_s": 1000 * sweep_batch / ms, "unit": "img/s"}
+        out[name] = {"ms": ms, "img_s": 1000 * sweep_batch / ms, "unit": "img/s"}
     return out
 
 
