@@ -58,7 +58,7 @@ setup(
     version="0.1.0",
     description="Scene text recognition with SVTRv2 and SVTRv2Mamba (DA-Mamba blocks) in PyTorch",
     packages=find_packages(include=["openrec", "openrec.*", "svtrv2mamba_ocr"]),
-    package_data={"openrec": ["text/dicts/*.txt"]},
+    package_data={"openrec": ["text/dicts/*.txt", "pretrained/*/*.yml", "pretrained/*/*.pth", "pretrained/*/*.md"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "PyYAML", "lmdb", "pillow", "opencv-python-headless", "tqdm", "matplotlib",
                       "wordfreq", "fonttools"],

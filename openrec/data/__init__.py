@@ -32,12 +32,13 @@ def _section_spec(datasets: list, batch_size: int = 128, num_workers: int = 2, m
     """Accepted keys of a Train/Eval section."""
 
 
-def _lmdb_spec(path: str, name: str | None = None, fraction: float = 1.0):
+def _lmdb_spec(path: str, name: str | None = None, fraction: float = 1.0, repeat: int = 1):
     """Accepted keys of an LMDB dataset entry."""
 
 
 def _synth_spec(num_samples: int, seed: int = 0, preset: str = "default", style: dict | None = None,
-                font_dirs: list[str] | None = None, fixed: bool = False, name: str = "synth", fraction: float = 1.0):
+                font_dirs: list[str] | None = None, fixed: bool = False, name: str = "synth", fraction: float = 1.0,
+                repeat: int = 1):
     """Accepted keys of a synthetic dataset entry."""
 
 
@@ -68,36 +69,41 @@ def validate_section(cfg: dict, where: str) -> dict:
                     raise ConfigError(f"{here}.font_dirs: folder not found: {d}")
         if not 0.0 < entry.get("fraction", 1.0) <= 1.0:
             raise ConfigError(f"{here}.fraction must be in (0, 1], got {entry['fraction']}")
+        repeat = entry.get("repeat", 1)
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise ConfigError(f"{here}.repeat must be an integer >= 1, got {repeat!r}")
     for key in ("batch_size", "max_ratio"):
         if cfg.get(key, 1) < 1:
             raise ConfigError(f"{where}.{key} must be >= 1, got {cfg[key]}")
     return cfg
 
 
-def build_sources(cfg: dict, charset) -> tuple[list, list[float]]:
+def build_sources(cfg: dict, charset) -> tuple[list, list[float], list[int]]:
+    """Sources of a section with their per-epoch ``fraction`` and ``repeat``."""
     characters = "".join(charset.characters)
-    sources, fractions = [], []
+    sources, fractions, repeats = [], [], []
     for entry in cfg["datasets"]:
         entry = {"type": "lmdb", "path": entry} if isinstance(entry, str) else dict(entry)
         kind = entry.pop("type")
         fractions.append(entry.pop("fraction", 1.0))
+        repeats.append(entry.pop("repeat", 1))
         if kind == "lmdb":
             sources.append(LMDBSource(entry["path"], entry.get("name")))
         else:
             font_dirs = tuple(entry.pop("font_dirs", None) or ())
             sources.append(SynthSource(characters, charset.max_text_length, font_dirs=font_dirs, **entry))
-    return sources, fractions
+    return sources, fractions, repeats
 
 
 def build_dataset(cfg: dict, charset, label_encoder, train: bool, seed: int, sources=None) -> RecDataset:
     """One dataset over all of a section's sources (training), or over the given ``sources``."""
     if sources is None:
-        sources, fractions = build_sources(cfg, charset)
+        sources, fractions, repeats = build_sources(cfg, charset)
     else:
-        fractions = [1.0] * len(sources)
+        fractions, repeats = [1.0] * len(sources), [1] * len(sources)
     augment = cfg.get("augment", False) if train else False
     augmenter = TextRandAugment(**augment) if isinstance(augment, dict) else (TextRandAugment() if augment else None)
-    return RecDataset(sources, label_encoder, fractions, augmenter, cfg.get("max_ratio", 12), seed)
+    return RecDataset(sources, label_encoder, fractions, augmenter, cfg.get("max_ratio", 12), seed, repeats)
 
 
 def _worker_init(_):

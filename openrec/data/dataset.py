@@ -14,39 +14,42 @@ __all__ = ["RecDataset", "collate_samples"]
 
 
 class RecDataset(torch.utils.data.Dataset):
-    """Concatenation of sources. ``fractions[k]`` < 1 uses that share of source k per epoch (a fresh
-    subset each epoch). Items are ``(index, width, height, epoch)`` tuples from the sampler; a sample's
-    randomness (augmentation, label noise) is drawn from (seed, epoch, index), so results do not
-    depend on worker count or order. Unusable samples come back as ``{'skip': reason}``."""
+    """Concatenation of sources. ``repeats[k]`` > 1 lists source k that many times per epoch (to
+    oversample a small real set; each repetition draws its own augmentation); ``fractions[k]`` < 1
+    uses that share of source k (after repetition) per epoch (a fresh subset each epoch). Items are
+    ``(index, width, height, epoch)`` tuples from the sampler; a sample's randomness (augmentation,
+    label noise) is drawn from (seed, epoch, index), so results do not depend on worker count or order. Unusable samples come back as ``{'skip': reason}``."""
 
     def __init__(self, sources: list, label_encoder=None, fractions: list[float] | None = None, augment=None,
-                 max_ratio: int = 12, seed: int = 0):
+                 max_ratio: int = 12, seed: int = 0, repeats: list[int] | None = None):
         self.sources = sources
         self.label_encoder = label_encoder
         self.fractions = fractions or [1.0] * len(sources)
+        self.repeats = repeats or [1] * len(sources)
         self.augment = augment
         self.max_ratio = max_ratio
         self.seed = seed
-        self.offsets = np.cumsum([0] + [len(s) for s in sources])
+        self.offsets = np.cumsum([0] + [len(s) * r for s, r in zip(sources, self.repeats)])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def epoch_items(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         all_idx, all_ratio = [], []
-        for k, (src, frac) in enumerate(zip(self.sources, self.fractions)):
-            ratios = src.aspect_ratios(epoch, self.max_ratio)
-            local = np.arange(len(src))
+        for k, (src, frac, times) in enumerate(zip(self.sources, self.fractions, self.repeats)):
+            ratios = np.tile(src.aspect_ratios(epoch, self.max_ratio), times)
+            size = len(src) * times
+            local = np.arange(size)
             if frac < 1.0:
                 rng = np.random.default_rng([self.seed, epoch, k])
-                local = np.sort(rng.choice(len(src), size=max(1, int(round(frac * len(src)))), replace=False))
+                local = np.sort(rng.choice(size, size=max(1, int(round(frac * size))), replace=False))
             all_idx.append(local + self.offsets[k])
             all_ratio.append(ratios[local])
         return np.concatenate(all_idx), np.concatenate(all_ratio)
 
     def locate(self, index: int) -> tuple[object, int]:
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        return self.sources[k], index - int(self.offsets[k])
+        return self.sources[k], (index - int(self.offsets[k])) % len(self.sources[k])
 
     def __getitem__(self, item) -> dict:
         index, width, height, epoch = item

@@ -105,8 +105,11 @@ class SynthSource:
         self.seed = seed
         self.fixed = fixed
         self.fonts = discover_fonts(characters, tuple(font_dirs))
-        self.text_sampler = TextSampler(characters, max_len)
-        self.renderer = SynthRenderer(self.fonts, SynthStyle.from_dict({**PRESETS[preset], **(style or {})}), seed=seed)
+        st = SynthStyle.from_dict({**PRESETS[preset], **(style or {})})
+        self.text_sampler = TextSampler(characters, max_len, temperature=st.word_temperature, mix=st.text_mix,
+                                        case_weights=st.case_weights, max_random_len=st.max_random_len)
+        clutter = "".join(c for c in characters if c.isalnum()) or characters
+        self.renderer = SynthRenderer(self.fonts, st, seed=seed, clutter_chars=clutter)
         self._texts_epoch = None
         self._texts: list[str] = []
 

@@ -89,6 +89,14 @@ class TextRecognizer:
         self.cuda_graphs, self.amp_dtype = cuda_graphs, amp_dtype
         self._graphs: dict[tuple, CudaGraphForward] = {}  # one captured forward per input shape
 
+    @classmethod
+    def from_release(cls, folder: str | None = None, device: str = "cpu", **kwargs) -> "TextRecognizer":
+        """A released model folder (config.yml + model.pth); default: the model shipped with the package."""
+        from ..config import load_config
+        from .release import DEFAULT_RELEASE, release_paths
+        config_path, weights = release_paths(folder or DEFAULT_RELEASE)
+        return cls(load_config(config_path), weights, device, **kwargs)
+
     def _run_model(self, images: torch.Tensor) -> dict:
         images = images.to(self.device)
         if self.cuda_graphs:

@@ -41,7 +41,9 @@ class Trainer:
         self.mode = mode
         self.settings, opt_cfg, sched_cfg = parse_settings(config)
         s = self.settings
-        for section in ("Architecture", "Loss", "PostProcess", "LabelEncode"):
+        # Evaluation needs no loss or label encoder, so released inference configs can be evaluated.
+        required = ("Architecture", "Loss", "PostProcess", "LabelEncode") if mode == "train" else ("Architecture", "PostProcess")
+        for section in required:
             if section not in config:
                 raise ConfigError(f"missing config section {section!r}")
 
@@ -68,10 +70,10 @@ class Trainer:
         self.model = build_model(config["Architecture"], self.charset).to(self.device)
         self.raw_model = self.model  # the unwrapped model (self.model becomes the DDP wrapper under DDP)
         torch.manual_seed(s.seed + self.dist.rank)
-        self.loss_fn = build_loss(config["Loss"], self.charset)
+        self.loss_fn = build_loss(config["Loss"], self.charset) if "Loss" in config else None
         self.post = build_postprocess(config["PostProcess"], self.charset)
         self.metric = build_metric(config.get("Metric", {"name": "RecMetric"}))
-        self.label_encoder = build_label_encoder(config["LabelEncode"], self.charset)
+        self.label_encoder = build_label_encoder(config["LabelEncode"], self.charset) if "LabelEncode" in config else None
         self.amp_dtype = torch.bfloat16 if s.amp_dtype == "bf16" else torch.float16
         self.use_amp = (s.use_amp and self.device.type == "cuda") or (s.cpu_amp and self.device.type == "cpu")
         if self.use_amp and self.device.type == "cpu":

@@ -1,64 +1,32 @@
 """Synthetic word-image renderer (PIL for glyphs, OpenCV/numpy for geometry and degradations).
 
-Per sample: font and size, optional character spacing and stroke, optional curved baseline (arc or
-sine), rotation and perspective, a background (flat, gradient, noise or texture), a text colour with
-a minimum contrast, an optional shadow, then blur, low resolution, noise and JPEG artefacts. Every
-random choice comes from the ``random.Random`` passed in, so a sample is a function of its seed.
+Per sample: font (optionally family-balanced) and size, optional character spacing, stroke and faux
+bold, optional curved baseline (arc or sine), rotation and perspective, a background (flat, gradient,
+noise or texture) and a text colour with a minimum contrast (uniform RGB or natural colours), edge
+clutter, an optional shadow and uneven lighting, then blur, motion blur, low resolution, noise and
+JPEG artefacts. Every random choice comes from the ``random.Random`` passed in, so a sample is a
+function of its seed.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+import re
+import string
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .effects import add_distractor, faux_bold, lighting_field, motion_blur, natural_color
+from .style import PRESETS, SynthStyle
+
 __all__ = ["SynthStyle", "SynthRenderer", "PRESETS"]
 
 
-@dataclass(frozen=True)
-class SynthStyle:
-    font_size: tuple[int, int] = (22, 40)
-    p_spacing: float = 0.2           # extra character spacing (-0.05..0.35 of the size)
-    p_stroke: float = 0.15
-    p_shadow: float = 0.15
-    p_curve: float = 0.15            # arc or sine baseline
-    max_curve: float = 0.35          # amplitude as a fraction of the text height
-    max_rotation: float = 4.0        # degrees
-    p_perspective: float = 0.3
-    max_perspective: float = 0.08    # corner jitter as a fraction of the height
-    background_weights: tuple[float, float, float, float] = (0.35, 0.25, 0.15, 0.25)  # flat, gradient, noise, texture
-    min_contrast: float = 70.0       # |luma(text) - luma(background)|
-    p_blur: float = 0.3
-    max_blur_sigma: float = 1.2
-    p_lowres: float = 0.2            # downscale to 40-80% and back
-    p_noise: float = 0.3
-    max_noise_std: float = 12.0
-    p_jpeg: float = 0.3
-    jpeg_quality: tuple[int, int] = (20, 90)
-    margin: tuple[float, float] = (0.05, 0.35)  # crop margin as a fraction of the height
-
-    @classmethod
-    def from_dict(cls, overrides: dict | None) -> "SynthStyle":
-        names = {f.name for f in fields(cls)}
-        for k in overrides or {}:
-            if k not in names:
-                raise KeyError(f"unknown synth style key {k!r} (accepted: {', '.join(sorted(names))})")
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
-        return cls(**converted)
-
-
-PRESETS = {
-    "default": {},
-    # Cleaner text for quick CPU training: fewer heavy distortions.
-    "clean": {"p_curve": 0.05, "p_perspective": 0.1, "max_rotation": 2.0, "p_blur": 0.15, "p_lowres": 0.05,
-              "p_noise": 0.15, "p_jpeg": 0.15, "min_contrast": 90.0, "background_weights": (0.5, 0.3, 0.1, 0.1)},
-    # Harder, closer to real scene text.
-    "hard": {"p_curve": 0.3, "max_curve": 0.5, "max_rotation": 8.0, "p_perspective": 0.5, "max_perspective": 0.15,
-             "p_blur": 0.45, "max_blur_sigma": 1.8, "p_lowres": 0.35, "p_noise": 0.45, "p_jpeg": 0.45,
-             "min_contrast": 45.0, "jpeg_quality": (10, 80)},
-}
+def _family(path: str) -> str:
+    """'Roboto-BoldItalic.ttf' -> 'Roboto'; 'STIXGeneralBolIta.ttf' -> 'STIXGeneral'."""
+    stem = re.split(r"[-_]", path.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0])[0]
+    return re.sub(r"(BolIta|Bol|Italic|Oblique)$", "", stem) or stem
 
 
 def _luma(rgb) -> float:
@@ -66,11 +34,17 @@ def _luma(rgb) -> float:
 
 
 class SynthRenderer:
-    def __init__(self, fonts: list[str], style: SynthStyle, seed: int = 0, num_textures: int = 32):
+    def __init__(self, fonts: list[str], style: SynthStyle, seed: int = 0, num_textures: int = 32,
+                 clutter_chars: str = string.ascii_letters + string.digits):
         if not fonts:
             raise ValueError("SynthRenderer: no usable fonts (install the font packages or pass font_dirs)")
         self.fonts = list(fonts)
         self.style = style
+        self.chars = clutter_chars  # glyphs drawn as cut-off neighbours at the crop edges
+        families: dict[str, list[str]] = {}
+        for path in self.fonts:
+            families.setdefault(_family(path), []).append(path)
+        self.families = [families[k] for k in sorted(families)]
         self._font_cache: dict = {}
         tex_rng = np.random.default_rng(seed + 7919)
         self.textures = [self._make_texture(tex_rng) for _ in range(num_textures)]
@@ -156,11 +130,11 @@ class SynthRenderer:
 
     def _background(self, h: int, w: int, rng: random.Random, nrng: np.random.Generator) -> np.ndarray:
         kind = rng.choices(range(4), weights=self.style.background_weights)[0]
-        color = np.array([rng.randint(0, 255) for _ in range(3)], dtype=np.float32)
+        color = self._color(rng)
         if kind == 0:
             return np.broadcast_to(color, (h, w, 3)).astype(np.uint8)
         if kind == 1:
-            other = np.array([rng.randint(0, 255) for _ in range(3)], dtype=np.float32)
+            other = self._color(rng)
             t = np.linspace(0, 1, w if rng.random() < 0.6 else h, dtype=np.float32)
             ramp = t[None, :, None] if len(t) == w else t[:, None, None]
             return np.broadcast_to(color * (1 - ramp) + other * ramp, (h, w, 3)).astype(np.uint8)
@@ -175,14 +149,23 @@ class SynthRenderer:
         y, x = rng.randint(0, th - h), rng.randint(0, tw - w)
         crop = tex[y:y + h, x:x + w].astype(np.float32)
         mean = crop.reshape(-1, 3).mean(0)
+        if self.style.color_mode == "natural":  # a muted texture around a natural colour
+            gray = crop.mean(axis=2, keepdims=True)
+            crop = gray + (crop - gray) * rng.uniform(0.0, 0.5)
+            return np.clip(color + (crop - crop.reshape(-1, 3).mean(0)) * rng.uniform(0.2, 0.6), 0, 255).astype(np.uint8)
         return (mean + (crop - mean) * rng.uniform(0.3, 0.8)).astype(np.uint8)  # tame busy textures
+
+    def _color(self, rng: random.Random) -> np.ndarray:
+        if self.style.color_mode == "natural":
+            return natural_color(rng)
+        return np.array([rng.randint(0, 255) for _ in range(3)], dtype=np.float32)
 
     def _text_color(self, bg_lumas: np.ndarray, rng: random.Random) -> np.ndarray:
         """A colour whose luma differs by ``min_contrast`` from every background region's luma
         (else black or white, whichever contrasts more with the worst region)."""
         lo, hi = float(bg_lumas.min()), float(bg_lumas.max())
         for _ in range(20):
-            c = [rng.randint(0, 255) for _ in range(3)]
+            c = self._color(rng)
             y = _luma(c)
             if min(abs(y - lo), abs(y - hi)) >= self.style.min_contrast and not lo < y < hi:
                 return np.array(c, dtype=np.float32)
@@ -200,10 +183,18 @@ class SynthRenderer:
         """RGB uint8 image (H, W, 3) of ``text``; the label is exactly ``text``."""
         st = self.style
         nrng = np.random.default_rng(rng.getrandbits(63))
-        font = self._font(self.fonts[rng.randrange(len(self.fonts))], rng.randint(*st.font_size))
+        if st.family_balanced:
+            family = self.families[rng.randrange(len(self.families))]
+            font_path = family[rng.randrange(len(family))]
+        else:
+            font_path = self.fonts[rng.randrange(len(self.fonts))]
+        font = self._font(font_path, rng.randint(*st.font_size))
         spacing = rng.uniform(-0.05, 0.35) * font.size if rng.random() < st.p_spacing else 0.0
         stroke = rng.randint(1, max(1, font.size // 12)) if rng.random() < st.p_stroke else 0
         fill, outline = self._text_masks(text, font, spacing, stroke)
+        if st.p_bold and rng.random() < st.p_bold:
+            fill = faux_bold(fill, font.size, rng)
+            outline = faux_bold(outline, font.size, rng) if outline is not None else None
         masks = [fill, outline]
         if rng.random() < st.p_curve:
             masks = self._curve(masks, rng)
@@ -223,6 +214,12 @@ class SynthRenderer:
         h, w = cover.shape
         img = self._background(h, w, rng, nrng).astype(np.float32)
         color = self._text_color(self._region_lumas(img), rng)
+        if st.p_distractor and rng.random() < st.p_distractor:
+            box = (m[0], h - m[1], m[2], w - m[3])
+            clutter = add_distractor((h, w), box, rng, lambda c: self._text_masks(c, font, 0.0, 0)[0], self.chars)
+            if clutter is not None:
+                a = clutter.astype(np.float32)[..., None] / 255.0
+                img = img * (1 - a) + (color if rng.random() < 0.7 else self._text_color(self._region_lumas(img), rng)) * a
         if rng.random() < st.p_shadow:
             dx, dy = rng.randint(-3, 3), rng.randint(1, 3)
             shadow = np.roll(np.roll(cover, dy, axis=0), dx, axis=1).astype(np.float32)
@@ -234,10 +231,14 @@ class SynthRenderer:
             img = img * (1 - a) + stroke_color * a
         a = masks[0].astype(np.float32)[..., None] / 255.0
         img = img * (1 - a) + color * a
+        if st.p_lighting and rng.random() < st.p_lighting:
+            img = img * lighting_field(h, w, rng)
         if rng.random() < st.p_blur:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, st.max_blur_sigma))
+        if st.p_motion_blur and rng.random() < st.p_motion_blur:
+            img = motion_blur(img, rng)
         if rng.random() < st.p_lowres:
-            f = rng.uniform(0.4, 0.8)
+            f = rng.uniform(*st.lowres_scale)
             small = cv2.resize(img, (max(2, int(w * f)), max(2, int(h * f))), interpolation=cv2.INTER_AREA)
             img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
         if rng.random() < st.p_noise:

@@ -14,11 +14,15 @@ _PUNCT_END = list(".,!?:;") + ["'s", "...", "-"]
 
 
 class TextSampler:
-    """``sample(rng)`` -> str. Mix weights: words, random alphanumerics, numbers, punctuated words,
-    random printable strings."""
+    """``sample(rng)`` -> str. ``mix``: weights of words, random alphanumerics, numbers, punctuated
+    words and random printable strings. ``case_weights``: (lower, Capitalized, UPPER) for words.
+    ``temperature`` flattens word frequencies (1: true frequencies, so short common words dominate;
+    0: uniform over the vocabulary, so long rare words dominate). ``max_random_len`` bounds the
+    random strings."""
 
     def __init__(self, characters: str, max_len: int = 25, vocab_size: int = 50000, temperature: float = 0.5,
-                 mix: tuple[float, float, float, float, float] = (0.6, 0.15, 0.1, 0.1, 0.05)):
+                 mix: tuple[float, float, float, float, float] = (0.6, 0.15, 0.1, 0.1, 0.05),
+                 case_weights: tuple[float, float, float] = (0.55, 0.25, 0.2), max_random_len: int = 12):
         self.chars = characters
         self.charset = set(characters)
         self.max_len = max_len
@@ -27,7 +31,10 @@ class TextSampler:
         self.words = [words[i] for i in keep]
         p = np.asarray([weights[i] for i in keep], dtype=np.float64) ** temperature
         self.cum_weights = np.cumsum(p / p.sum()).tolist()
-        self.mix = np.cumsum(mix).tolist()
+        self.mix = (np.cumsum(mix) / sum(mix)).tolist()
+        lower, capitalized, upper = (w / sum(case_weights) for w in case_weights)
+        self.case_thresholds = (capitalized, capitalized + upper)
+        self.max_random_len = max_random_len
         self.alnum = "".join(c for c in string.ascii_letters + string.digits if c in self.charset)
         self.printable = "".join(c for c in characters if not c.isspace())
         self.digits = "".join(c for c in string.digits if c in self.charset)
@@ -54,9 +61,9 @@ class TextSampler:
     def word(self, rng: random.Random) -> str:
         w = self.words[min(self._bisect(rng.random()), len(self.words) - 1)]
         r = rng.random()
-        if r < 0.25:
+        if r < self.case_thresholds[0]:
             w = w.capitalize()
-        elif r < 0.45:
+        elif r < self.case_thresholds[1]:
             w = w.upper()
         return w
 
@@ -83,7 +90,7 @@ class TextSampler:
         if r < self.mix[0]:
             text = self.word(rng)
         elif r < self.mix[1]:
-            text = "".join(rng.choice(self.alnum) for _ in range(rng.randint(1, 12)))
+            text = "".join(rng.choice(self.alnum) for _ in range(rng.randint(1, self.max_random_len)))
         elif r < self.mix[2]:
             text = self.number(rng)
         elif r < self.mix[3]:
@@ -95,5 +102,5 @@ class TextSampler:
                 text = text + rng.choice(_PUNCT_END)
             text = "".join(c for c in text if c in self.charset)
         else:
-            text = "".join(rng.choice(self.printable) for _ in range(rng.randint(1, 10)))
+            text = "".join(rng.choice(self.printable) for _ in range(rng.randint(1, min(10, self.max_random_len))))
         return text[: self.max_len] or rng.choice(self.alnum or self.printable)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The real-text recipe on a lent GPU machine (one H100/H200), from the repo root, carrying .whl and
+# .gpudata (scripts/prepare_gpu_carry.sh). Results go to $OUT.
+#   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant, side by
+#                                         # side; scored on the real training splits (held out here) + benchmarks
+#   bash scripts/gpu_recipe.sh start      # both recipe configs side by side in the background (setsid), then
+#                                         # watch them for WATCH seconds (CONFIGS, RECIPE_ARGS, SUFFIX: a variant)
+#   bash scripts/gpu_recipe.sh finish     # watch until both end, then eval_rec, releases and a results tarball
+# A lent machine is held at most 30 minutes: start and finish must run on the same one, back to back.
+# The lr-matched Mamba run of README:
+#   CONFIGS=svtrv2_mamba_tiny_real SUFFIX=_lr5e-4 RECIPE_ARGS="Optimizer.lr=0.0005" bash scripts/gpu_recipe.sh start
+set -uo pipefail
+MODE=${1:?mode}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD/.gpudata/site:$PWD PYTHONUNBUFFERED=1
+ln -sfn .gpudata/data data
+if ! ls openrec/_C*.so >/dev/null 2>&1; then
+  export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16
+  start=$(date +%s)
+  OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - start )) s"
+fi
+python3 -c "import openrec.ops as o; print('kernels:', o.cuda_kernels_status())"
+C=configs/rec/svtrv2
+REAL_SPLITS="{type: lmdb, path: data/real_train/IIIT5k_train_2000}, {type: lmdb, path: data/real_train/SVT_train_257}, {type: lmdb, path: data/real_train/IC15_train_4468}"
+BENCH="{type: lmdb, path: data/benchmarks/IIIT5k_3000}, {type: lmdb, path: data/benchmarks/SVT_647}, {type: lmdb, path: data/benchmarks/IC13_857}"
+# Text fitted to the real training splits' statistics (about half UPPER, short common words, mean length ~5).
+REAL_TEXT="text_mix: [0.8, 0.05, 0.1, 0.05, 0.0], case_weights: [0.25, 0.25, 0.5], word_temperature: 0.9, max_random_len: 8"
+
+watch_runs() {  # $1 = seconds; prints the last log line of each run every minute; returns early when all ended
+  local until=$(( $(date +%s) + $1 ))
+  while [ "$(date +%s)" -lt $until ]; do
+    sleep 60
+    for r in output/recipe/*/; do printf '%s: %s\n' "$(basename $r)" "$(grep -E 'step [0-9]+/' $r/train.log 2>/dev/null | tail -1 | cut -c1-110)"; done
+    pgrep -f "tools/train_rec.py" >/dev/null || break
+  done
+}
+
+if [ "$MODE" = ablation ]; then
+  STEPS=${STEPS:-1500}
+  declare -A STYLE=(
+    [default]="preset: default"
+    [scene]="preset: scene"
+    [scene_real_text]="preset: scene, style: {$REAL_TEXT}"
+    [scene_real_text_uniform_colour]="preset: scene, style: {$REAL_TEXT, color_mode: uniform}"
+  )
+  for v in "${!STYLE[@]}"; do
+    python3 tools/train_rec.py --c $C/svtrv2_mamba_tiny_real.yml --o Global.max_steps=$STEPS Global.max_minutes=${MINUTES:-7} \
+      Global.eval_every=null Global.save_every=null Global.log_every=100 Global.plot=false Global.use_tensorboard=false \
+      "Train.datasets=[{type: synth, num_samples: 300000, seed: 0, ${STYLE[$v]}}]" Train.batch_size=128 \
+      Train.num_workers=${WORKERS:-3} "Eval.datasets=[$REAL_SPLITS, $BENCH]" Eval.num_workers=1 \
+      Global.output_dir=output/ablation/$v > "$OUT/ablation_$v.log" 2>&1 &
+  done
+  wait
+  for v in "${!STYLE[@]}"; do grep -E "step [0-9]+/" "$OUT/ablation_$v.log" | tail -1 | cut -c1-120; done
+  python3 scripts/summarize_runs.py output/ablation/* --sets IIIT5k_train_2000 SVT_train_257 IC15_train_4468 \
+    --json "$OUT/ablation.json"
+elif [ "$MODE" = start ]; then
+  mkdir -p output/recipe
+  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real svtrv2_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
+    setsid nohup python3 tools/train_rec.py --c $C/$cfg.yml --o Global.output_dir=output/recipe/$cfg${SUFFIX:-} \
+      Global.use_tensorboard=false ${RECIPE_ARGS:-} > output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &
+  done
+  watch_runs ${WATCH:-500}
+elif [ "$MODE" = finish ]; then
+  watch_runs ${WATCH:-560}
+  if pgrep -f "tools/train_rec.py" >/dev/null; then echo "still training"; exit 3; fi
+  mkdir -p "$OUT/results"
+  for R in output/recipe/*/; do
+    R=${R%/}; name=$(basename $R)
+    [ -f $R/latest.pth ] || continue
+    tail -n 3 $R.stdout
+    python3 tools/eval_rec.py --c $R/config.yml --o Global.checkpoints=$R/latest.pth --json "$OUT/results/${name}_eval.json" \
+      --sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857 | tee "$OUT/results/${name}_eval.txt"
+    [ "${RELEASE:-}" = "$name" ] && python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
+    for f in history.jsonl train.log curves.png summary.json config.yml; do
+      [ -f $R/$f ] && cp $R/$f "$OUT/results/${name}_$f"; done
+  done
+  python3 scripts/summarize_runs.py output/recipe/*/ --sets IIIT5k_3000 SVT_647 IC13_857 | tee "$OUT/results/summary.txt"
+  tar -C "$OUT" -czf "$OUT/results.tar.gz" results && rm -rf "$OUT/results"
+fi

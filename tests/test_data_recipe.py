@@ -1,0 +1,127 @@
+"""Data features of the real-text recipe: the ``repeat`` key of a dataset entry, the "scene" preset
+of the synthetic engine and its effects (deterministic, bounded, doing what they claim)."""
+import random
+
+import numpy as np
+import pytest
+
+from openrec.config import ConfigError
+from openrec.data import build_dataset, validate_section
+from openrec.data.lmdb_writer import LMDBWriter
+from openrec.data.sources import SynthSource
+from openrec.data.synth import effects
+from openrec.data.synth.style import PRESETS, SynthStyle
+from openrec.text import build_charset, build_label_encoder
+
+CHARSET = build_charset()
+CHARS = "".join(CHARSET.characters)
+
+
+def _lmdb(path, words):
+    import cv2
+    rng = np.random.default_rng(0)
+    with LMDBWriter(str(path)) as w:
+        for word in words:  # textured images, so that augmentations are visible
+            ok, buf = cv2.imencode(".png", rng.integers(0, 256, (32, 32 * len(word), 3), dtype=np.uint8))
+            w.add(buf.tobytes(), word, 32 * len(word), 32)
+    return str(path)
+
+
+def test_repeat_lists_a_source_several_times_with_own_augmentation(tmp_path):
+    real = _lmdb(tmp_path / "real", ["ab", "cde", "fghi"])
+    cfg = validate_section({"datasets": [{"type": "synth", "num_samples": 5, "seed": 1},
+                                         {"type": "lmdb", "path": real, "repeat": 3}],
+                            "batch_size": 4, "num_workers": 0, "augment": True}, "Train")
+    ds = build_dataset(cfg, CHARSET, build_label_encoder({"name": "CTCLabelEncode"}, CHARSET), True, 0)
+    assert len(ds) == 5 + 3 * 3
+    idx, ratios = ds.epoch_items(0)
+    assert sorted(idx.tolist()) == list(range(14))
+    # virtual copies map back to the same record (same label) ...
+    texts = [ds.locate(5 + k)[0].load(ds.locate(5 + k)[1], 0, random.Random(0))[1] for k in range(9)]
+    assert texts == ["ab", "cde", "fghi"] * 3
+    assert ratios[5:8].tolist() == ratios[8:11].tolist() == ratios[11:14].tolist()
+    # ... and each copy draws its own augmentation from (seed, epoch, index)
+    # (augmentation may leave one copy untouched, so look at all copies over a few epochs)
+    differ = 0
+    for epoch in range(4):
+        for k in range(3):
+            copies = [ds[(5 + k + 3 * r, 64, 32, epoch)] for r in range(3)]
+            assert {c["text"] for c in copies} == {["ab", "cde", "fghi"][k]}
+            differ += sum(not np.array_equal(copies[0]["image"], c["image"]) for c in copies[1:])
+            assert np.array_equal(ds[(5 + k, 64, 32, epoch)]["image"], copies[0]["image"])  # reproducible
+    assert differ >= 12
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "3", True])
+def test_repeat_must_be_a_positive_integer(tmp_path, bad):
+    with pytest.raises(ConfigError, match=r"Train.datasets\[0\].*repeat"):
+        validate_section({"datasets": [{"type": "synth", "num_samples": 2, "repeat": bad}]}, "Train")
+
+
+def test_scene_preset_is_reproducible_and_differs_from_default():
+    a = SynthSource(CHARS, 25, num_samples=12, seed=3, preset="scene")
+    b = SynthSource(CHARS, 25, num_samples=12, seed=3, preset="scene")
+    d = SynthSource(CHARS, 25, num_samples=12, seed=3, preset="default")
+    assert a.texts(0) == d.texts(0)  # the scene preset changes rendering, not the text distribution
+    same, differ = 0, 0
+    for i in range(12):
+        img_a, text_a = a.load(i, 0, random.Random(0))
+        img_b, _ = b.load(i, 0, random.Random(5))
+        img_d, _ = d.load(i, 0, random.Random(0))
+        assert np.array_equal(img_a, img_b) and img_a.dtype == np.uint8 and img_a.shape[2] == 3
+        differ += img_a.shape != img_d.shape or not np.array_equal(img_a, img_d)
+    assert differ == 12
+
+
+def test_style_rejects_unknown_keys_and_values():
+    with pytest.raises(KeyError, match="unknown synth style key 'p_blurr'"):
+        SynthStyle.from_dict({"p_blurr": 0.1})
+    with pytest.raises(KeyError, match="color_mode 'pastel'"):
+        SynthStyle.from_dict({"color_mode": "pastel"})
+    with pytest.raises(KeyError, match="text_mix needs 5 weights"):
+        SynthStyle.from_dict({"text_mix": [1.0, 0.0]})
+    for name, preset in PRESETS.items():
+        SynthStyle.from_dict(dict(preset))  # every preset is valid
+
+
+def test_natural_colours_lean_to_neutrals():
+    rng = random.Random(0)
+    cols = np.stack([effects.natural_color(rng) for _ in range(2000)]).astype(np.float64)
+    assert cols.min() >= 0 and cols.max() <= 255
+    chroma = cols.max(1) - cols.min(1)
+    uniform = np.random.default_rng(0).integers(0, 256, (2000, 3))
+    assert np.median(chroma) < 0.5 * np.median(uniform.max(1) - uniform.min(1))
+
+
+def test_faux_bold_thickens_and_keeps_shape():
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 19:21] = 255
+    bold = effects.faux_bold(mask, font_size=40, rng=random.Random(0))
+    assert bold.shape == mask.shape and (bold >= mask).all() and (bold > 0).sum() > 2 * (mask > 0).sum()
+
+
+def test_lighting_field_is_smooth_and_near_one():
+    field = effects.lighting_field(32, 100, random.Random(1))
+    assert field.shape == (32, 100, 1) and 0.3 < field.min() <= field.max() < 1.7
+    assert np.abs(np.diff(field[..., 0], axis=1)).max() < 0.1  # no edges
+
+
+def test_motion_blur_keeps_mean_and_blurs():
+    img = np.zeros((32, 64, 3), np.uint8)
+    img[:, ::4] = 255  # vertical stripes
+    out = effects.motion_blur(img, random.Random(2))
+    assert out.shape == img.shape and abs(float(out.mean()) - float(img.mean())) < 8
+    assert out.astype(np.int32).std() < img.astype(np.int32).std()
+
+
+def test_distractor_stays_outside_the_text_box():
+    glyph = lambda ch: np.full((20, 12), 255, np.uint8)  # noqa: E731
+    seen = 0
+    for seed in range(40):
+        out = effects.add_distractor((40, 120), (10, 30, 20, 100), random.Random(seed), glyph, "abc")
+        if out is None:
+            continue
+        seen += 1
+        assert out.shape == (40, 120) and out.any()
+        assert not out[10:30, 20:100].any()
+    assert seen > 20
