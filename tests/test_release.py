@@ -87,6 +87,13 @@ def test_export_tool_then_infer_and_eval_tools_on_the_folder(gtc_run, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [line.split() for line in res.stdout.strip().splitlines()[1:]]
     assert [(r[0], r[1]) for r in rows] == [("IC15_demo", "2"), ("CUTE80_demo", "1"), ("Combined", "3"), ("Average", "3")]
+    (tmp_path / "b").mkdir()
+    twin = str(tmp_path / "b" / "IC15_demo")  # a second folder with the same name: rows by full path
+    with LMDBWriter(twin) as w:
+        w.add(_word_images(1)[0], "xyz", 64, 32)
+    res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m"), "--sets", sets[0], twin])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [line.split()[0] for line in res.stdout.strip().splitlines()[1:3]] == [sets[0], twin]
     res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m"), "--sets", sets[0], str(tmp_path / "SVTP")])
     assert res.returncode == 2 and "no such folder" in res.stderr and "SVTP" in res.stderr and res.stdout == ""
     res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m")])

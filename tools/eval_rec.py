@@ -44,7 +44,11 @@ def main(argv=None) -> int:
             missing = [d for d in args.sets if not os.path.isdir(d)]
             if missing:
                 raise ConfigError(f"--sets: no such folder: {', '.join(missing)}")
-            config.setdefault("Eval", {})["datasets"] = [{"type": "lmdb", "path": d} for d in args.sets]
+            names = [os.path.basename(os.path.normpath(d)) for d in args.sets]
+            # folders with the same name (e.g. two "test" folders) get their full path as the row name
+            names = [os.path.normpath(d) if names.count(n) > 1 else n for d, n in zip(args.sets, names)]
+            config.setdefault("Eval", {})["datasets"] = [{"type": "lmdb", "path": d, "name": n}
+                                                         for d, n in zip(args.sets, names)]
         ckpt_path = config.get("Global", {}).get("checkpoints") or config.get("Global", {}).get("pretrained_model")
         if not ckpt_path:
             raise ConfigError("give the weights with --o Global.checkpoints=PATH")
