@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.data import build_dataset, build_loader, validate_section  # noqa: E402
-from openrec.text import build_charset, build_label_encoder  # noqa: E402
+from openrec.text import build_label_encoder, charset_from_config  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     config = load_config_from_args(args)
     g = config.get("Global", {})
-    charset = build_charset(g.get("character_dict_path"), g.get("use_space_char", False), g.get("max_text_length", 25))
+    charset = charset_from_config(config)
     train_cfg = validate_section(config.get("Train"), "Train")
     encoder = build_label_encoder(config["LabelEncode"], charset)
     dataset = build_dataset(train_cfg, charset, encoder, train=True, seed=g.get("seed", 0))

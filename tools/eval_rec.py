@@ -16,30 +16,22 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from openrec.config import ConfigError  # noqa: E402
-from openrec.cli import config_parser, load_config_from_args  # noqa: E402
-from openrec.config import load_config  # noqa: E402
+from openrec.cli import add_model_arg, config_parser, model_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from openrec.engine.release import DEFAULT_RELEASE, release_paths  # noqa: E402
 from openrec.engine.evaluate import format_table  # noqa: E402
 from openrec.engine.trainer import Trainer  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = config_parser(__doc__, config_required=False)  # without --c: a release folder (--model)
-    p.add_argument("--model", default=None, help=f"a release folder (config.yml + model.pth); default {DEFAULT_RELEASE}")
+    add_model_arg(p)
     p.add_argument("--sets", nargs="*", default=None, help="LMDB folders to evaluate instead of Eval.datasets")
     p.add_argument("--json", default=None, help="write the table as JSON here")
     args = p.parse_args(argv)
     try:
-        if args.config and args.model:
-            raise ConfigError("give either --c (with Global.checkpoints) or --model, not both")
-        if args.config:
-            config = load_config_from_args(args)
-        else:
-            config_path, weights_path = release_paths(args.model or DEFAULT_RELEASE)
-            config = load_config(config_path, [f"Global.checkpoints={weights_path}", *args.opt])
-            if not args.sets:
-                raise ConfigError("a release folder has no Eval sets: give LMDB folders with --sets")
+        config, ckpt_path = model_config_from_args(args)
+        if not args.config and not args.sets:
+            raise ConfigError("a release folder has no Eval sets: give LMDB folders with --sets")
         if args.sets:
             missing = [d for d in args.sets if not os.path.isdir(d)]
             if missing:
@@ -49,11 +41,9 @@ def main(argv=None) -> int:
             names = [os.path.normpath(d) if names.count(n) > 1 else n for d, n in zip(args.sets, names)]
             config.setdefault("Eval", {})["datasets"] = [{"type": "lmdb", "path": d, "name": n}
                                                          for d, n in zip(args.sets, names)]
-        ckpt_path = config.get("Global", {}).get("checkpoints") or config.get("Global", {}).get("pretrained_model")
         if not ckpt_path:
             raise ConfigError("give the weights with --o Global.checkpoints=PATH")
-        config["Global"]["checkpoints"] = None
-        config["Global"]["pretrained_model"] = None
+        config.setdefault("Global", {}).update(checkpoints=None, pretrained_model=None)  # loaded below, not by Trainer
         trainer = Trainer(config, mode="eval")
         ckpt = load_checkpoint(ckpt_path)
         weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]  # fp16 release weights load into fp32

@@ -16,16 +16,14 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import torch  # noqa: E402
 
 from openrec.config import ConfigError  # noqa: E402
-from openrec.cli import config_parser, load_config_from_args  # noqa: E402
-from openrec.config import load_config  # noqa: E402
-from openrec.engine.release import DEFAULT_RELEASE, release_paths  # noqa: E402
+from openrec.cli import add_model_arg, config_parser, model_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError  # noqa: E402
 from openrec.engine.infer import TextRecognizer, expand_inputs  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = config_parser(__doc__, config_required=False)  # without --c: the released model (--model)
-    p.add_argument("--model", default=None, help=f"a release folder (config.yml + model.pth); default {DEFAULT_RELEASE}")
+    add_model_arg(p)
     p.add_argument("--image", nargs="+", required=True, help="image files, folders or glob patterns")
     p.add_argument("--device", default="cpu")
     p.add_argument("--onnx", default=None, help="run this exported model with onnxruntime instead of PyTorch")
@@ -35,15 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype on CUDA")
     args = p.parse_args(argv)
     try:
-        if args.config and args.model:
-            raise ConfigError("give either --c (with Global.checkpoints) or --model, not both")
-        if args.config:
-            config = load_config_from_args(args)
-            g = config.get("Global", {})
-            checkpoint = g.get("checkpoints") or g.get("pretrained_model")
-        else:
-            config_path, checkpoint = release_paths(args.model or DEFAULT_RELEASE)
-            config = load_config(config_path, args.opt)
+        config, checkpoint = model_config_from_args(args)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
         recognizer = TextRecognizer(config, checkpoint, args.device, onnx_path=args.onnx, cuda_graphs=args.cuda_graphs,
                                     amp_dtype=amp)

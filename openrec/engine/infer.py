@@ -92,10 +92,9 @@ class TextRecognizer:
     @classmethod
     def from_release(cls, folder: str | None = None, device: str = "cpu", **kwargs) -> "TextRecognizer":
         """A released model folder (config.yml + model.pth); default: the model shipped with the package."""
-        from ..config import load_config
-        from .release import DEFAULT_RELEASE, release_paths
-        config_path, weights = release_paths(folder or DEFAULT_RELEASE)
-        return cls(load_config(config_path), weights, device, **kwargs)
+        from .release import load_release
+        config, weights = load_release(folder)
+        return cls(config, weights, device, **kwargs)
 
     def _run_model(self, images: torch.Tensor) -> dict:
         images = images.to(self.device)

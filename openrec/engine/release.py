@@ -11,12 +11,12 @@ import os
 
 import torch
 
-from ..config import ConfigError, dump_config
+from ..config import ConfigError, dump_config, load_config
 from ..modeling import build_model
 from ..text import charset_from_config
 from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["DEFAULT_RELEASE", "inference_config", "release_model", "release_paths"]
+__all__ = ["DEFAULT_RELEASE", "inference_config", "load_release", "release_model", "release_paths"]
 
 DEFAULT_RELEASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained",
                                "svtrv2_mamba_tiny_real")
@@ -70,3 +70,10 @@ def release_paths(folder: str) -> tuple[str, str]:
         if not os.path.isfile(path):
             raise ConfigError(f"release folder {folder}: {os.path.basename(path)} not found")
     return cfg, weights
+
+
+def load_release(folder: str | None = None, overrides=()) -> tuple[dict, str]:
+    """(inference config with ``overrides`` applied, weights path) of a release folder; default: the
+    model shipped with the package."""
+    cfg, weights = release_paths(folder or DEFAULT_RELEASE)
+    return load_config(cfg, overrides), weights

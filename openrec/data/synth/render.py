@@ -148,11 +148,11 @@ class SynthRenderer:
             th, tw = tex.shape[:2]
         y, x = rng.randint(0, th - h), rng.randint(0, tw - w)
         crop = tex[y:y + h, x:x + w].astype(np.float32)
-        mean = crop.reshape(-1, 3).mean(0)
         if self.style.color_mode == "natural":  # a muted texture around a natural colour
             gray = crop.mean(axis=2, keepdims=True)
             crop = gray + (crop - gray) * rng.uniform(0.0, 0.5)
             return np.clip(color + (crop - crop.reshape(-1, 3).mean(0)) * rng.uniform(0.2, 0.6), 0, 255).astype(np.uint8)
+        mean = crop.reshape(-1, 3).mean(0)
         return (mean + (crop - mean) * rng.uniform(0.3, 0.8)).astype(np.uint8)  # tame busy textures
 
     def _color(self, rng: random.Random) -> np.ndarray:

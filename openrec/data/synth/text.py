@@ -32,7 +32,7 @@ class TextSampler:
         p = np.asarray([weights[i] for i in keep], dtype=np.float64) ** temperature
         self.cum_weights = np.cumsum(p / p.sum()).tolist()
         self.mix = (np.cumsum(mix) / sum(mix)).tolist()
-        lower, capitalized, upper = (w / sum(case_weights) for w in case_weights)
+        _, capitalized, upper = (w / sum(case_weights) for w in case_weights)
         self.case_thresholds = (capitalized, capitalized + upper)
         self.max_random_len = max_random_len
         self.alnum = "".join(c for c in string.ascii_letters + string.digits if c in self.charset)
