@@ -47,14 +47,24 @@ openrec::DasShape das_shape(const Tensor& x, const Tensor& offset, const char* o
                            x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
 }
 
+// Offsets are passed in their own dtype when it is fp32 or x's dtype (no cast kernel); any other
+// dtype is cast to fp32 here.
+bool offset_is_float(const Tensor& x, const Tensor& offset) {
+  return offset.scalar_type() != x.scalar_type() || offset.scalar_type() == at::kFloat;
+}
+
+Tensor offset_operand(const Tensor& x, const Tensor& offset) {
+  return offset_is_float(x, offset) ? as_float(offset) : offset.contiguous();
+}
+
 Tensor das_sample_cuda(const Tensor& x, const Tensor& offset) {
   auto s = das_shape(x, offset, "das_sample");
   const c10::cuda::CUDAGuard guard(x.device());
   Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  const Tensor off = as_float(offset);
-  check_launch(openrec::das_forward(kernel_dtype(x, "das_sample"), x.data_ptr(), off.data_ptr<float>(), out.data_ptr(),
-                                    s, c10::cuda::getCurrentCUDAStream()),
+  const Tensor off = offset_operand(x, offset);
+  check_launch(openrec::das_forward(kernel_dtype(x, "das_sample"), offset_is_float(x, offset), x.data_ptr(),
+                                    off.data_ptr(), out.data_ptr(), s, c10::cuda::getCurrentCUDAStream()),
                "das_sample");
   return out;
 }
@@ -81,29 +91,34 @@ std::tuple<Tensor, Tensor> das_sample_backward_cuda(const Tensor& grad_out, cons
   const c10::cuda::CUDAGuard guard(x.device());
   const auto dtype = kernel_dtype(x, "das_sample_backward");
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  Tensor grad_offset = at::empty(offset.sizes(), offset.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous));
+  const bool off_f32 = offset_is_float(x, offset);
+  const Tensor off = offset_operand(x, offset);
+  Tensor grad_offset = at::empty(off.sizes(), off.options().memory_format(at::MemoryFormat::Contiguous));
   if (x.numel() == 0) return {at::zeros_like(x, at::MemoryFormat::Contiguous), grad_offset.zero_().to(offset.scalar_type())};
   const Tensor go = grad_out.to(x.scalar_type()).contiguous();
-  const Tensor off = as_float(offset);
   Tensor grad_x;
   if (use_owned_backward(deterministic)) {
     grad_x = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
-    check_launch(openrec::das_backward_offset(dtype, go.data_ptr(), x.data_ptr(), off.data_ptr<float>(),
-                                              grad_offset.data_ptr<float>(), nullptr, s, stream),
+    check_launch(openrec::das_backward_offset(dtype, off_f32, go.data_ptr(), x.data_ptr(), off.data_ptr(),
+                                              grad_offset.data_ptr(), nullptr, true, s, stream),
                  "das_sample_backward");
     int smem_limit = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, x.get_device()));
     TORCH_CHECK(s.h * s.w * 4 <= smem_limit, "openrec::das_sample_backward: deterministic mode needs H*W <= ",
                 smem_limit / 4, " pixels per image, got ", s.h * s.w);
-    check_launch(openrec::das_backward_x_owned(dtype, go.data_ptr(), off.data_ptr<float>(), grad_x.data_ptr(), s,
+    check_launch(openrec::das_backward_x_owned(dtype, off_f32, go.data_ptr(), off.data_ptr(), grad_x.data_ptr(), s,
                                                smem_limit, stream),
                  "das_sample_backward");
   } else {
-    Tensor accum = at::zeros(x.sizes(), x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous));
-    check_launch(openrec::das_backward_offset(dtype, go.data_ptr(), x.data_ptr(), off.data_ptr<float>(),
-                                              grad_offset.data_ptr<float>(), accum.data_ptr<float>(), s, stream),
+    int major = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, x.get_device()));
+    const bool in_dtype = openrec::das_backward_accum_in_dtype(dtype, x.data_ptr(), go.data_ptr(), s, major);
+    Tensor accum = at::zeros(x.sizes(), x.options().dtype(in_dtype ? x.scalar_type() : at::kFloat)
+                                            .memory_format(at::MemoryFormat::Contiguous));
+    check_launch(openrec::das_backward_offset(dtype, off_f32, go.data_ptr(), x.data_ptr(), off.data_ptr(),
+                                              grad_offset.data_ptr(), accum.data_ptr(), !in_dtype, s, stream),
                  "das_sample_backward");
-    grad_x = accum.to(x.scalar_type());
+    grad_x = accum.to(x.scalar_type());  // no-op when accumulated in x's dtype
   }
   return {grad_x, grad_offset.to(offset.scalar_type())};
 }
@@ -122,7 +137,23 @@ openrec::ScanShape scan_shape(const Tensor& u, const Tensor& delta, const Tensor
                   A.device() == u.device() && D.device() == u.device() && bias.device() == u.device(),
               "openrec::", op, ": tensors must be on one CUDA device");
   TORCH_CHECK(batch <= 65535, "openrec::", op, ": the CUDA kernel takes at most 65535 sequences per call");
-  return openrec::ScanShape{batch, length, dim, softplus};
+  return openrec::ScanShape{batch, length, dim, softplus, length, 1};
+}
+
+// B and C as the kernel reads them: in u's dtype when both have it (the bf16-autocast case: no cast
+// kernels), otherwise as fp32; strided views (column slices of the x_proj output) are read in
+// place when B and C share their strides. Sets `bc_float` and the strides in `s`.
+std::tuple<Tensor, Tensor> bc_operands(const Tensor& u, const Tensor& B, const Tensor& C, bool& bc_float,
+                                       openrec::ScanShape& s) {
+  bc_float = !(B.scalar_type() == u.scalar_type() && C.scalar_type() == u.scalar_type());
+  Tensor Bk = bc_float ? B.to(at::kFloat) : B, Ck = bc_float ? C.to(at::kFloat) : C;
+  if (Bk.strides() != Ck.strides()) {
+    Bk = Bk.contiguous();
+    Ck = Ck.contiguous();
+  }
+  s.bc_stride_batch = Bk.stride(0);
+  s.bc_stride_time = Bk.stride(1);
+  return {Bk, Ck};
 }
 
 std::tuple<Tensor, Tensor> selective_scan_cuda(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
@@ -136,9 +167,11 @@ std::tuple<Tensor, Tensor> selective_scan_cuda(const Tensor& u, const Tensor& de
   const int64_t n_states = (s.length + openrec::kScanChunk - 1) / openrec::kScanChunk;
   Tensor states = at::empty({s.batch, n_states, s.dim}, u.options().dtype(at::kFloat));
   if (uc.numel() == 0) return {y, states.zero_()};
-  const Tensor Af = as_float(A), Bf = as_float(B), Cf = as_float(C), Df = as_float(D), bf = as_float(delta_bias);
-  check_launch(openrec::scan_forward(dtype, uc.data_ptr(), dc.data_ptr(), Af.data_ptr<float>(), Bf.data_ptr<float>(),
-                                     Cf.data_ptr<float>(), Df.data_ptr<float>(), bf.data_ptr<float>(), y.data_ptr(),
+  bool bc_f32 = false;
+  const auto [Bc, Cc] = bc_operands(u, B, C, bc_f32, s);
+  const Tensor Af = as_float(A), Df = as_float(D), bf = as_float(delta_bias);
+  check_launch(openrec::scan_forward(dtype, bc_f32, uc.data_ptr(), dc.data_ptr(), Af.data_ptr<float>(), Bc.data_ptr(),
+                                     Cc.data_ptr(), Df.data_ptr<float>(), bf.data_ptr<float>(), y.data_ptr(),
                                      states.data_ptr<float>(), s, c10::cuda::getCurrentCUDAStream()),
                "selective_scan");
   return {y, states};
@@ -156,34 +189,34 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_sca
   const auto dtype = kernel_dtype(u, "selective_scan_backward");
   const Tensor uc = u.contiguous(), dc = delta.to(u.scalar_type()).contiguous();
   const Tensor gy = grad_y.to(u.scalar_type()).contiguous(), st = as_float(states);
-  const Tensor Af = as_float(A), Bf = as_float(B), Cf = as_float(C), Df = as_float(D), bf = as_float(delta_bias);
+  bool bc_f32 = false;
+  const auto [Bc, Cc] = bc_operands(u, B, C, bc_f32, s);
+  const Tensor Af = as_float(A), Df = as_float(D), bf = as_float(delta_bias);
   Tensor du = at::empty_like(uc), dd = at::empty_like(uc);
-  const int64_t n_tiles = (s.dim + openrec::kScanChannelsPerBlock - 1) / openrec::kScanChannelsPerBlock;
+  Tensor dB = at::empty({s.batch, s.length}, Bc.options()), dC = at::empty({s.batch, s.length}, Cc.options());
   const auto f32 = u.options().dtype(at::kFloat);
-  // The kernel writes every element of the partials (each time step of each channel tile, each
-  // (batch, channel)), so no zero-fill on the hot path.
-  Tensor dB_part = at::empty({s.batch, n_tiles, s.length}, f32), dC_part = at::empty({s.batch, n_tiles, s.length}, f32);
-  Tensor dA_part = at::empty({s.batch, s.dim}, f32), dD_part = at::empty({s.batch, s.dim}, f32);
-  Tensor dbias_part = at::empty({s.batch, s.dim}, f32);
+  Tensor dA = at::empty({s.dim}, f32), dD = at::empty({s.dim}, f32), dbias = at::empty({s.dim}, f32);
   if (uc.numel() > 0) {
-    check_launch(openrec::scan_backward(dtype, gy.data_ptr(), uc.data_ptr(), dc.data_ptr(), Af.data_ptr<float>(),
-                                        Bf.data_ptr<float>(), Cf.data_ptr<float>(), Df.data_ptr<float>(),
+    // Every element of the workspace is written before it is read: no zero-fill on the hot path.
+    Tensor workspace = at::empty({openrec::scan_backward_workspace_floats(s)}, f32);
+    check_launch(openrec::scan_backward(dtype, bc_f32, gy.data_ptr(), uc.data_ptr(), dc.data_ptr(),
+                                        Af.data_ptr<float>(), Bc.data_ptr(), Cc.data_ptr(), Df.data_ptr<float>(),
                                         bf.data_ptr<float>(), st.data_ptr<float>(), du.data_ptr(), dd.data_ptr(),
-                                        dB_part.data_ptr<float>(), dC_part.data_ptr<float>(), dA_part.data_ptr<float>(),
-                                        dD_part.data_ptr<float>(), dbias_part.data_ptr<float>(), s,
+                                        dB.data_ptr(), dC.data_ptr(), dA.data_ptr<float>(), dD.data_ptr<float>(),
+                                        dbias.data_ptr<float>(), workspace.data_ptr<float>(), s,
                                         c10::cuda::getCurrentCUDAStream()),
                  "selective_scan_backward");
   } else {
-    for (Tensor* t : {&du, &dd, &dB_part, &dC_part, &dA_part, &dD_part, &dbias_part}) t->zero_();
+    for (Tensor* t : {&du, &dd, &dB, &dC, &dA, &dD, &dbias}) t->zero_();
   }
-  // Fixed-shape torch reductions: deterministic.
+  // Casts are no-ops in the usual cases (fp32 parameters; B, C in u's dtype or fp32).
   return {du,
           dd.to(delta.scalar_type()),
-          dA_part.sum(0).reshape(A.sizes()).to(A.scalar_type()),
-          dB_part.sum(1).to(B.scalar_type()),
-          dC_part.sum(1).to(C.scalar_type()),
-          dD_part.sum(0).to(D.scalar_type()),
-          dbias_part.sum(0).to(delta_bias.scalar_type())};
+          dA.reshape(A.sizes()).to(A.scalar_type()),
+          dB.to(B.scalar_type()),
+          dC.to(C.scalar_type()),
+          dD.to(D.scalar_type()),
+          dbias.to(delta_bias.scalar_type())};
 }
 
 }  // namespace

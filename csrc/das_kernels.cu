@@ -3,6 +3,8 @@
 // (hh*hw, hh*lw, lh*hw, lh*lw) for the corners (h0,w0), (h0,w0+1), (h0+1,w0), (h0+1,w0+1), all math in
 // fp32. One thread handles one (pixel, group) and loops over the group's channels in 16-byte vectors,
 // so the offset and the corner weights are computed once per group.
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace openrec {
@@ -92,8 +94,85 @@ __device__ __forceinline__ void atomic_add_scaled(float* dst, const float (&v)[V
   }
 }
 
+// One packed pair added atomically: native f16x2 (sm_60+) / bf16x2 (sm_90) atomics, else a CAS loop.
+[[maybe_unused]] __device__ __forceinline__ void atomic_add_pair(uint32_t* addr, uint32_t val, __half) {
+  atomicAdd(reinterpret_cast<__half2*>(addr), *reinterpret_cast<const __half2*>(&val));
+}
+[[maybe_unused]] __device__ __forceinline__ void atomic_add_pair(uint32_t* addr, uint32_t val, __nv_bfloat16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<__nv_bfloat162*>(addr), *reinterpret_cast<const __nv_bfloat162*>(&val));
+#else
+  const __nv_bfloat162 add = *reinterpret_cast<const __nv_bfloat162*>(&val);
+  uint32_t old = *addr, assumed;
+  do {
+    assumed = old;
+    const __nv_bfloat162 cur = *reinterpret_cast<const __nv_bfloat162*>(&assumed);
+    const float2 a = __bfloat1622float2(cur), b = __bfloat1622float2(add);
+    const __nv_bfloat162 sum = __floats2bfloat162_rn(a.x + b.x, a.y + b.y);
+    old = atomicCAS(addr, assumed, *reinterpret_cast<const uint32_t*>(&sum));
+  } while (old != assumed);
+#endif
+}
+
+// Offsets are read in their own dtype (fp32, or x's dtype under autocast: no cast kernel) and their
+// gradient is written in it.
+template <typename OT>
+__device__ __forceinline__ float2 load_offset(const OT* __restrict__ offset, int64_t pg) {
+  if constexpr (std::is_same_v<OT, float>) {
+    return reinterpret_cast<const float2*>(offset)[pg];
+  } else {
+    return make_float2(to_float(offset[2 * pg]), to_float(offset[2 * pg + 1]));
+  }
+}
+
+template <typename OT>
+__device__ __forceinline__ void store_offset(OT* __restrict__ offset, int64_t pg, float2 v) {
+  if constexpr (std::is_same_v<OT, float>) {
+    reinterpret_cast<float2*>(offset)[pg] = v;
+  } else {
+    offset[2 * pg] = from_float<OT>(v.x);
+    offset[2 * pg + 1] = from_float<OT>(v.y);
+  }
+}
+
+// Two 16-bit values packed in 32 bits (low half first), rounded to nearest.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  const T a = from_float<T>(lo), b = from_float<T>(hi);
+  return static_cast<uint32_t>(reinterpret_cast<const uint16_t&>(a)) |
+         (static_cast<uint32_t>(reinterpret_cast<const uint16_t&>(b)) << 16);
+}
+
+// Adds weight * v into 16-bit dst (VEC even, dst 4-byte aligned) with packed atomics: one 16-byte
+// vector reduction on sm_90, pair atomics elsewhere. Each add rounds to the 16-bit type, so the
+// result carries a few roundings instead of one (well inside the bf16/fp16 tolerance), and, like
+// the fp32 atomics, its rounding depends on the order of the adds.
 template <typename T, int VEC>
-__global__ void __launch_bounds__(256) das_forward_kernel(const T* __restrict__ x, const float* __restrict__ offset,
+__device__ __forceinline__ void atomic_add_scaled_packed(T* dst, const float (&v)[VEC], float weight) {
+  static_assert(VEC % 2 == 0, "packed atomics need pairs");
+  uint32_t p[VEC / 2];
+#pragma unroll
+  for (int j = 0; j < VEC / 2; ++j) p[j] = pack2<T>(weight * v[2 * j], weight * v[2 * j + 1]);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (VEC == 8) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      asm volatile("red.global.add.noftz.v4.bf16x2 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(p[0]), "r"(p[1]),
+                   "r"(p[2]), "r"(p[3])
+                   : "memory");
+    else
+      asm volatile("red.global.add.noftz.v4.f16x2 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(p[0]), "r"(p[1]),
+                   "r"(p[2]), "r"(p[3])
+                   : "memory");
+  } else
+#endif
+  {
+#pragma unroll
+    for (int j = 0; j < VEC / 2; ++j) atomic_add_pair(reinterpret_cast<uint32_t*>(dst) + j, p[j], T{});
+  }
+}
+
+template <typename T, typename OT, int VEC>
+__global__ void __launch_bounds__(256) das_forward_kernel(const T* __restrict__ x, const OT* __restrict__ offset,
                                                           T* __restrict__ out, DasShape s) {
   const int64_t total = s.n * s.h * s.w * s.groups;
   const int64_t channels = s.groups * s.group_channels;
@@ -101,7 +180,7 @@ __global__ void __launch_bounds__(256) das_forward_kernel(const T* __restrict__ 
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t g = i % s.groups, p = i / s.groups;
     const int64_t w = p % s.w, h = (p / s.w) % s.h, n = p / (s.w * s.h);
-    const float2 o = reinterpret_cast<const float2*>(offset)[i];
+    const float2 o = load_offset(offset, i);
     const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
     const T* xb = x + n * s.stride_n + g * s.group_channels * s.stride_c;
     T* ob = out + p * channels + g * s.group_channels;
@@ -114,10 +193,10 @@ __global__ void __launch_bounds__(256) das_forward_kernel(const T* __restrict__ 
   }
 }
 
-template <typename T, int VEC>
+template <typename T, typename OT, int VEC>
 __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __restrict__ grad_out, const T* __restrict__ x,
-                                                                  const float* __restrict__ offset,
-                                                                  float* __restrict__ grad_offset,
+                                                                  const OT* __restrict__ offset,
+                                                                  OT* __restrict__ grad_offset,
                                                                   float* __restrict__ grad_x_accum, DasShape s) {
   const int64_t total = s.n * s.h * s.w * s.groups;
   const int64_t channels = s.groups * s.group_channels;
@@ -126,7 +205,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __res
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t g = i % s.groups, p = i / s.groups;
     const int64_t w = p % s.w, h = (p / s.w) % s.h, n = p / pixels;
-    const float2 o = reinterpret_cast<const float2*>(offset)[i];
+    const float2 o = load_offset(offset, i);
     const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
     const T* xb = x + n * s.stride_n + g * s.group_channels * s.stride_c;
     const T* gb = grad_out + p * channels + g * s.group_channels;
@@ -146,7 +225,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __res
                                  cr.weight[k]);
       }
     }
-    reinterpret_cast<float2*>(grad_offset)[i] = offset_grad(cr, dot);
+    store_offset(grad_offset, i, offset_grad(cr, dot));
   }
 }
 
@@ -154,8 +233,8 @@ __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __res
 // 16-byte vector of one (pixel, group), so a warp's loads and stores cover contiguous 512-byte rows.
 // Every thread of a group recomputes the corner weights (cheap) instead of sharing them.
 // Index is uint32_t when every index fits (the usual case: 64-bit division is several times slower).
-template <typename T, typename Index>
-__global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restrict__ x, const float* __restrict__ offset,
+template <typename T, typename OT, typename Index>
+__global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restrict__ x, const OT* __restrict__ offset,
                                                               T* __restrict__ out, DasShape s, int vecs_per_group) {
   constexpr int VEC = kVec16<T>;
   const Index total = static_cast<Index>(s.n * s.h * s.w * s.groups * vecs_per_group);
@@ -165,7 +244,7 @@ __global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restric
   const Index v = i % vpg, pg = i / vpg;  // pg = (pixel, group) index
   const Index g = pg % groups, p = pg / groups;
   const Index w = p % width, h = (p / width) % height, n = p / (width * height);
-  const float2 o = reinterpret_cast<const float2*>(offset)[pg];
+  const float2 o = load_offset(offset, pg);
   const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
   float val[4][VEC], acc[VEC];
@@ -176,11 +255,13 @@ __global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restric
 
 // Backward of the fast path: each thread dots its vector of grad_out with the 4 corner vectors; the
 // group's vecs_per_group lanes (a power of two, aligned in the warp) add their dots with xor
-// shuffles in a fixed pattern (deterministic). Optionally scatters grad_x with atomics.
-template <typename T, typename Index>
+// shuffles in a fixed pattern (deterministic). Optionally scatters grad_x with atomics into AccT:
+// fp32 (then cast by the caller), or x's 16-bit type directly (no zero-filled fp32 buffer and no
+// cast pass: half the atomic traffic).
+template <typename T, typename OT, typename AccT, typename Index>
 __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
-    const T* __restrict__ grad_out, const T* __restrict__ x, const float* __restrict__ offset,
-    float* __restrict__ grad_offset, float* __restrict__ grad_x_accum, DasShape s, int vecs_per_group) {
+    const T* __restrict__ grad_out, const T* __restrict__ x, const OT* __restrict__ offset,
+    OT* __restrict__ grad_offset, AccT* __restrict__ grad_x_accum, DasShape s, int vecs_per_group) {
   constexpr int VEC = kVec16<T>;
   const Index total = static_cast<Index>(s.n * s.h * s.w * s.groups * vecs_per_group);
   const Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x;
@@ -191,7 +272,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
   const Index g = pg % groups, p = pg / groups;
   const int64_t pixels = s.h * s.w, channels = s.groups * s.group_channels;
   const Index w = p % width, h = (p / width) % height, n = p / (width * height);
-  const float2 o = reinterpret_cast<const float2*>(offset)[pg];
+  const float2 o = load_offset(offset, pg);
   const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
   float go[VEC], val[4][VEC];
@@ -209,24 +290,24 @@ __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
     for (int k = 0; k < 4; ++k) dot[k] += __shfl_xor_sync(0xffffffffu, dot[k], width);
   }
   if (!active) return;
-  if (v == 0) {
-    reinterpret_cast<float2*>(grad_offset)[pg] = offset_grad(cr, dot);
-  }
+  if (v == 0) store_offset(grad_offset, pg, offset_grad(cr, dot));
   if (grad_x_accum != nullptr) {
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      if (cr.valid[k])
-        atomic_add_scaled<VEC>(grad_x_accum + (static_cast<int64_t>(n) * pixels + cr.pix[k]) * channels +
-                                   static_cast<int64_t>(g) * s.group_channels + v * VEC,
-                               go, cr.weight[k]);
+    for (int k = 0; k < 4; ++k) {
+      if (!cr.valid[k]) continue;
+      AccT* dst = grad_x_accum + (static_cast<int64_t>(n) * pixels + cr.pix[k]) * channels +
+                  static_cast<int64_t>(g) * s.group_channels + v * VEC;
+      if constexpr (std::is_same_v<AccT, float>) atomic_add_scaled<VEC>(dst, go, cr.weight[k]);
+      else atomic_add_scaled_packed<AccT, VEC>(dst, go, cr.weight[k]);
+    }
   }
 }
 
 // Thread = one channel of one image; its column of grad_x (all H*W pixels) lives in shared memory,
 // so no two threads ever add into the same address and the summation order is fixed (pixel order,
 // then corner order): deterministic without atomics.
-template <typename T>
-__global__ void das_backward_x_owned_kernel(const T* __restrict__ grad_out, const float* __restrict__ offset,
+template <typename T, typename OT>
+__global__ void das_backward_x_owned_kernel(const T* __restrict__ grad_out, const OT* __restrict__ offset,
                                             T* __restrict__ grad_x, DasShape s, int tile) {
   extern __shared__ float column[];  // [pixels][tile]
   const int64_t channels = s.groups * s.group_channels;
@@ -237,12 +318,12 @@ __global__ void das_backward_x_owned_kernel(const T* __restrict__ grad_out, cons
   if (c >= channels) return;  // no barriers below: an early return is safe
   for (int64_t q = 0; q < pixels; ++q) column[q * tile + lane] = 0.f;
   const int64_t g = c / s.group_channels;
-  const float2* ob = reinterpret_cast<const float2*>(offset) + n * pixels * s.groups + g;
+  const OT* ob = offset + (n * pixels * s.groups + g) * 2;
   const T* gb = grad_out + n * pixels * channels + c;
   int64_t p = 0;
   for (int64_t h = 0; h < s.h; ++h) {
     for (int64_t w = 0; w < s.w; ++w, ++p) {
-      const float2 o = ob[p * s.groups];
+      const float2 o = load_offset(ob, p * s.groups);
       const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
       const float go = to_float(gb[p * channels]);
 #pragma unroll
@@ -261,55 +342,106 @@ bool vector_path(const void* x, const DasShape& s) {
          s.stride_w % vec == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
+// The vectorised backward applies: contiguous 16-byte channel vectors, a power-of-two number of
+// them per group (its shuffle groups stay inside a warp), aligned grad_out.
 template <typename T>
-cudaError_t forward_impl(const void* x, const float* offset, void* out, const DasShape& s, cudaStream_t stream) {
+bool vector_backward_path(const void* x, const void* grad_out, const DasShape& s) {
+  const int64_t vecs = s.group_channels / kVec16<T>;
+  const bool pow2 = vecs > 0 && vecs <= 32 && (vecs & (vecs - 1)) == 0;
+  return vector_path<T>(x, s) && pow2 && reinterpret_cast<uintptr_t>(grad_out) % 16 == 0;
+}
+
+template <typename T, typename OT>
+cudaError_t forward_typed(const void* x, const void* offset_v, void* out, const DasShape& s, cudaStream_t stream) {
+  const auto* offset = static_cast<const OT*>(offset_v);
   const int64_t total = s.n * s.h * s.w * s.groups;
   const int threads = 256;
   if (vector_path<T>(x, s)) {
     const int vecs = static_cast<int>(s.group_channels / kVec16<T>);
     const int64_t blocks = (total * vecs + threads - 1) / threads;
     if (total * vecs < (int64_t{1} << 31))
-      das_forward_vec_kernel<T, uint32_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+      das_forward_vec_kernel<T, OT, uint32_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
           static_cast<const T*>(x), offset, static_cast<T*>(out), s, vecs);
     else
-      das_forward_vec_kernel<T, int64_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+      das_forward_vec_kernel<T, OT, int64_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
           static_cast<const T*>(x), offset, static_cast<T*>(out), s, vecs);
   } else {
-    das_forward_kernel<T, 1><<<blocks_for(total, threads), threads, 0, stream>>>(static_cast<const T*>(x), offset,
-                                                                                static_cast<T*>(out), s);
+    das_forward_kernel<T, OT, 1><<<blocks_for(total, threads), threads, 0, stream>>>(static_cast<const T*>(x), offset,
+                                                                                    static_cast<T*>(out), s);
   }
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t backward_offset_impl(const void* grad_out, const void* x, const float* offset, float* grad_offset,
-                                 float* grad_x_accum, const DasShape& s, cudaStream_t stream) {
+cudaError_t forward_impl(bool offset_float, const void* x, const void* offset, void* out, const DasShape& s,
+                         cudaStream_t stream) {
+  return offset_float ? forward_typed<T, float>(x, offset, out, s, stream)
+                      : forward_typed<T, T>(x, offset, out, s, stream);
+}
+
+template <typename T, typename OT, typename AccT>
+cudaError_t backward_vec_launch(const T* go, const T* x, const OT* offset, OT* grad_offset, AccT* accum,
+                                const DasShape& s, cudaStream_t stream) {
+  const int threads = 256;
+  const int64_t vecs = s.group_channels / kVec16<T>;
+  const int64_t work = s.n * s.h * s.w * s.groups * vecs;
+  const auto blocks = static_cast<unsigned>((work + threads - 1) / threads);
+  if (work < (int64_t{1} << 31))
+    das_backward_offset_vec_kernel<T, OT, AccT, uint32_t><<<blocks, threads, 0, stream>>>(
+        go, x, offset, grad_offset, accum, s, static_cast<int>(vecs));
+  else
+    das_backward_offset_vec_kernel<T, OT, AccT, int64_t><<<blocks, threads, 0, stream>>>(
+        go, x, offset, grad_offset, accum, s, static_cast<int>(vecs));
+  return cudaGetLastError();
+}
+
+template <typename T, typename OT>
+cudaError_t backward_offset_typed(const void* grad_out, const void* x_v, const void* offset_v, void* grad_offset_v,
+                                  void* grad_x_accum, bool accum_float, const DasShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.h * s.w * s.groups;
   const int threads = 256;
   const auto* go = static_cast<const T*>(grad_out);
-  const int64_t vecs = s.group_channels / kVec16<T>;
-  const bool pow2 = vecs > 0 && vecs <= 32 && (vecs & (vecs - 1)) == 0;  // shuffle groups stay inside a warp
-  if (vector_path<T>(x, s) && pow2 && reinterpret_cast<uintptr_t>(grad_out) % 16 == 0) {
-    const int64_t blocks = (total * vecs + threads - 1) / threads;
-    if (total * vecs < (int64_t{1} << 31))
-      das_backward_offset_vec_kernel<T, uint32_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-          go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s, static_cast<int>(vecs));
-    else
-      das_backward_offset_vec_kernel<T, int64_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-          go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s, static_cast<int>(vecs));
-  } else if (vector_path<T>(x, s) && reinterpret_cast<uintptr_t>(grad_out) % 16 == 0) {
-    das_backward_offset_kernel<T, kVec16<T>><<<blocks_for(total, threads), threads, 0, stream>>>(
-        go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s);
+  const auto* x = static_cast<const T*>(x_v);
+  const auto* offset = static_cast<const OT*>(offset_v);
+  auto* grad_offset = static_cast<OT*>(grad_offset_v);
+  if (vector_backward_path<T>(x, grad_out, s)) {
+    if (accum_float || std::is_same_v<T, float>)
+      return backward_vec_launch<T, OT, float>(go, x, offset, grad_offset, static_cast<float*>(grad_x_accum), s,
+                                               stream);
+    return backward_vec_launch<T, OT, T>(go, x, offset, grad_offset, static_cast<T*>(grad_x_accum), s, stream);
+  }
+  if (!accum_float && grad_x_accum != nullptr) return cudaErrorInvalidValue;  // see das_backward_accum_in_dtype
+  auto* accum = static_cast<float*>(grad_x_accum);
+  if (vector_path<T>(x, s) && reinterpret_cast<uintptr_t>(grad_out) % 16 == 0) {
+    das_backward_offset_kernel<T, OT, kVec16<T>><<<blocks_for(total, threads), threads, 0, stream>>>(
+        go, x, offset, grad_offset, accum, s);
   } else {
-    das_backward_offset_kernel<T, 1><<<blocks_for(total, threads), threads, 0, stream>>>(
-        go, static_cast<const T*>(x), offset, grad_offset, grad_x_accum, s);
+    das_backward_offset_kernel<T, OT, 1><<<blocks_for(total, threads), threads, 0, stream>>>(go, x, offset,
+                                                                                            grad_offset, accum, s);
   }
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t backward_x_owned_impl(const void* grad_out, const float* offset, void* grad_x, const DasShape& s,
-                                  int smem_limit, cudaStream_t stream) {
+cudaError_t backward_offset_impl(bool offset_float, const void* grad_out, const void* x, const void* offset,
+                                 void* grad_offset, void* grad_x_accum, bool accum_float, const DasShape& s,
+                                 cudaStream_t stream) {
+  return offset_float
+             ? backward_offset_typed<T, float>(grad_out, x, offset, grad_offset, grad_x_accum, accum_float, s, stream)
+             : backward_offset_typed<T, T>(grad_out, x, offset, grad_offset, grad_x_accum, accum_float, s, stream);
+}
+
+template <typename T>
+cudaError_t accum_in_dtype_impl(const void* x, const void* grad_out, const DasShape& s, int major, bool* result) {
+  // Packed 16-bit atomics: native 16-byte vector reductions from sm_90 on; before that the fp32
+  // buffer is faster than pair atomics (bf16x2 needs a CAS loop there).
+  *result = !std::is_same_v<T, float> && major >= 9 && vector_backward_path<T>(x, grad_out, s);
+  return cudaSuccess;
+}
+
+template <typename T, typename OT>
+cudaError_t backward_x_owned_typed(const void* grad_out, const void* offset, void* grad_x, const DasShape& s,
+                                   int smem_limit, cudaStream_t stream) {
   const int64_t channels = s.groups * s.group_channels;
   const int64_t column_bytes = s.h * s.w * static_cast<int64_t>(sizeof(float));
   if (column_bytes > smem_limit) return cudaErrorInvalidValue;  // H*W too large for one column
@@ -319,32 +451,52 @@ cudaError_t backward_x_owned_impl(const void* grad_out, const float* offset, voi
   while (tile > 1 && (tile > channels * 2 || tile * column_bytes > 48 * 1024)) tile /= 2;
   while (tile < 32 && tile < channels && 2 * tile * column_bytes <= smem_limit) tile *= 2;
   const size_t smem = static_cast<size_t>(tile * column_bytes);
-  auto kernel = das_backward_x_owned_kernel<T>;
+  auto kernel = das_backward_x_owned_kernel<T, OT>;
   if (smem > 48 * 1024) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
   const dim3 grid(static_cast<unsigned>(s.n), static_cast<unsigned>((channels + tile - 1) / tile));
-  kernel<<<grid, tile, smem, stream>>>(static_cast<const T*>(grad_out), offset, static_cast<T*>(grad_x), s, tile);
+  kernel<<<grid, tile, smem, stream>>>(static_cast<const T*>(grad_out), static_cast<const OT*>(offset),
+                                       static_cast<T*>(grad_x), s, tile);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t backward_x_owned_impl(bool offset_float, const void* grad_out, const void* offset, void* grad_x,
+                                  const DasShape& s, int smem_limit, cudaStream_t stream) {
+  return offset_float ? backward_x_owned_typed<T, float>(grad_out, offset, grad_x, s, smem_limit, stream)
+                      : backward_x_owned_typed<T, T>(grad_out, offset, grad_x, s, smem_limit, stream);
 }
 
 }  // namespace
 
 
-cudaError_t das_forward(DType dtype, const void* x, const float* offset, void* out, const DasShape& s,
-                        cudaStream_t stream) {
-  OPENREC_DISPATCH(dtype, forward_impl, x, offset, out, s, stream)
+cudaError_t das_forward(DType dtype, bool offset_float, const void* x, const void* offset, void* out,
+                        const DasShape& s, cudaStream_t stream) {
+  OPENREC_DISPATCH(dtype, forward_impl, offset_float, x, offset, out, s, stream)
 }
 
-cudaError_t das_backward_offset(DType dtype, const void* grad_out, const void* x, const float* offset,
-                                float* grad_offset, float* grad_x_accum, const DasShape& s, cudaStream_t stream) {
-  OPENREC_DISPATCH(dtype, backward_offset_impl, grad_out, x, offset, grad_offset, grad_x_accum, s, stream)
+bool das_backward_accum_in_dtype(DType dtype, const void* x, const void* grad_out, const DasShape& s,
+                                 int device_major) {
+  bool result = false;
+  auto run = [&]() -> cudaError_t {
+    OPENREC_DISPATCH(dtype, accum_in_dtype_impl, x, grad_out, s, device_major, &result)
+  };
+  run();
+  return result;
 }
 
-cudaError_t das_backward_x_owned(DType dtype, const void* grad_out, const float* offset, void* grad_x,
-                                 const DasShape& s, int smem_limit, cudaStream_t stream) {
-  OPENREC_DISPATCH(dtype, backward_x_owned_impl, grad_out, offset, grad_x, s, smem_limit, stream)
+cudaError_t das_backward_offset(DType dtype, bool offset_float, const void* grad_out, const void* x,
+                                const void* offset, void* grad_offset, void* grad_x_accum, bool accum_float,
+                                const DasShape& s, cudaStream_t stream) {
+  OPENREC_DISPATCH(dtype, backward_offset_impl, offset_float, grad_out, x, offset, grad_offset, grad_x_accum,
+                   accum_float, s, stream)
+}
+
+cudaError_t das_backward_x_owned(DType dtype, bool offset_float, const void* grad_out, const void* offset,
+                                 void* grad_x, const DasShape& s, int smem_limit, cudaStream_t stream) {
+  OPENREC_DISPATCH(dtype, backward_x_owned_impl, offset_float, grad_out, offset, grad_x, s, smem_limit, stream)
 }
 
 }  // namespace openrec

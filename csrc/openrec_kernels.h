@@ -14,46 +14,58 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 constexpr int kScanChunk = 16;
 
 // ---- DAS (DCNv3 with kernel 1): x is (N, H, W, G*Cg) with the strides given (elements);
-// offset is fp32 contiguous (N, H, W, G, 2) with the width offset first; out is contiguous.
+// offset is contiguous (N, H, W, G, 2) with the width offset first, fp32 when `offset_float`, else
+// in x's dtype (the autocast case); out is contiguous.
 struct DasShape {
   int64_t n, h, w, groups, group_channels;
   int64_t stride_n, stride_h, stride_w, stride_c;  // of x
 };
 
-cudaError_t das_forward(DType dtype, const void* x, const float* offset, void* out, const DasShape& s,
-                        cudaStream_t stream);
+cudaError_t das_forward(DType dtype, bool offset_float, const void* x, const void* offset, void* out,
+                        const DasShape& s, cudaStream_t stream);
 
-// grad_out must be contiguous (N, H, W, C) in `dtype`. Writes grad_offset (fp32, like offset).
-// When grad_x_accum is not null, also scatters grad_x into it (fp32, contiguous, zero-filled by the
-// caller) with atomics: fast, but the summation order varies from run to run.
-cudaError_t das_backward_offset(DType dtype, const void* grad_out, const void* x, const float* offset,
-                                float* grad_offset, float* grad_x_accum, const DasShape& s, cudaStream_t stream);
+// Whether das_backward_offset can scatter grad_x straight into x's 16-bit dtype (packed atomics,
+// no fp32 buffer) for these tensors on a device of compute capability `device_major`.x.
+bool das_backward_accum_in_dtype(DType dtype, const void* x, const void* grad_out, const DasShape& s,
+                                 int device_major);
+
+// grad_out must be contiguous (N, H, W, C) in `dtype`. Writes grad_offset (like offset). When
+// grad_x_accum is not null, also scatters grad_x into it with atomics (zero-filled by the caller;
+// fp32 when `accum_float`, else `dtype`, which needs das_backward_accum_in_dtype): fast, but the
+// summation order varies from run to run.
+cudaError_t das_backward_offset(DType dtype, bool offset_float, const void* grad_out, const void* x,
+                                const void* offset, void* grad_offset, void* grad_x_accum, bool accum_float,
+                                const DasShape& s, cudaStream_t stream);
 
 // Deterministic grad_x without atomics: one thread owns one channel of one image and accumulates
 // every sample's contribution in a fixed order in a shared-memory column. Writes grad_x (contiguous,
 // `dtype`) completely. `smem_limit` is the largest dynamic shared memory a block may request.
-cudaError_t das_backward_x_owned(DType dtype, const void* grad_out, const float* offset, void* grad_x,
-                                 const DasShape& s, int smem_limit, cudaStream_t stream);
+cudaError_t das_backward_x_owned(DType dtype, bool offset_float, const void* grad_out, const void* offset,
+                                 void* grad_x, const DasShape& s, int smem_limit, cudaStream_t stream);
 
 // ---- Selective scan, d_state = 1, channels-last: u, delta, y are contiguous (batch, L, D) in `dtype`;
-// A, Dskip, bias are fp32 (D); Bm, Cm fp32 contiguous (batch, L); states fp32 (batch, ceil(L/16), D).
+// A, Dskip, bias are fp32 (D); Bm, Cm (batch, L) with the strides given (the same for both, e.g.
+// column slices of the x_proj output), fp32 when `bc_float`, else in `dtype`; states fp32
+// (batch, ceil(L/16), D).
 struct ScanShape {
   int64_t batch, length, dim;
   bool softplus;
+  int64_t bc_stride_batch, bc_stride_time;  // of Bm and Cm, in elements
 };
 
-cudaError_t scan_forward(DType dtype, const void* u, const void* delta, const float* A, const float* Bm,
-                         const float* Cm, const float* Dskip, const float* bias, void* y, float* states,
+cudaError_t scan_forward(DType dtype, bool bc_float, const void* u, const void* delta, const float* A, const void* Bm,
+                         const void* Cm, const float* Dskip, const float* bias, void* y, float* states,
                          const ScanShape& s, cudaStream_t stream);
 
-// Writes du, ddelta (dtype, channels-last) and fp32 partial sums with a fixed reduction order:
-// dB_part, dC_part (batch, ceil(D/32), L) and dA_part, dD_part, dbias_part (batch, D); the caller
-// sums the partials over dim 1 / dim 0 (deterministic).
-cudaError_t scan_backward(DType dtype, const void* grad_y, const void* u, const void* delta, const float* A,
-                          const float* Bm, const float* Cm, const float* Dskip, const float* bias,
-                          const float* states, void* du, void* ddelta, float* dB_part, float* dC_part,
-                          float* dA_part, float* dD_part, float* dbias_part, const ScanShape& s,
-                          cudaStream_t stream);
+// fp32 scratch the backward needs for its partial sums (the caller allocates it; no zero-fill).
+int64_t scan_backward_workspace_floats(const ScanShape& s);
+
+// Writes du, ddelta (dtype, channels-last), dB, dC (contiguous, Bm's type) and fp32 dA, dD, dbias (D). Every
+// sum is taken in a fixed order (per-block partials, then a finalize kernel): deterministic.
+cudaError_t scan_backward(DType dtype, bool bc_float, const void* grad_y, const void* u, const void* delta,
+                          const float* A, const void* Bm, const void* Cm, const float* Dskip, const float* bias,
+                          const float* states, void* du, void* ddelta, void* dB, void* dC, float* dA, float* dD,
+                          float* dbias, float* workspace, const ScanShape& s, cudaStream_t stream);
 
 constexpr int kScanChannelsPerBlock = 32;
 

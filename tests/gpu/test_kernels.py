@@ -154,6 +154,51 @@ def test_scan_kernel_matches_reference(shape, dtype):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype,bc_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                            (torch.bfloat16, torch.float32), (torch.float16, torch.float16)])
+def test_scan_kernel_reads_strided_and_mixed_dtype_b_c(dtype, bc_dtype):
+    """B and C as DASSM passes them: column slices of one x_proj output (read in place), possibly in
+    another dtype than u (then read as fp32); gradients flow back into that output."""
+    b, d, length, rank = 5, 48, 77, 3
+    u, delta, A, _, _, D, bias = _scan_inputs(b, d, length, dtype)
+    x_dbl = torch.randn(b, length, rank + 2, device="cuda").to(bc_dtype).requires_grad_()
+    B = x_dbl[..., rank].unsqueeze(1)
+    C = x_dbl[..., rank + 1].unsqueeze(1)
+    assert not B.is_contiguous()
+    grad = torch.randn(b, length, d, device="cuda").to(dtype).transpose(1, 2)
+    ref_in = [t.detach().double() for t in (u, delta, A, B, C, D, bias)]
+    ref = selective_scan_torch(*ref_in)
+    ref_grads = selective_scan_backward_torch(grad.double(), *ref_in)
+    out = selective_scan(u, delta, A, B, C, D, bias)
+    out.backward(grad)
+    tol = TOL[dtype]
+    assert _rel(out, ref) < tol
+    assert _rel(x_dbl.grad[..., rank], ref_grads[3].reshape(b, length)) < tol
+    assert _rel(x_dbl.grad[..., rank + 1], ref_grads[4].reshape(b, length)) < tol
+    assert torch.count_nonzero(x_dbl.grad[..., :rank]) == 0
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_das_offsets_in_x_dtype_and_float(dtype):
+    """Offsets in x's dtype are read as they are, fp32 offsets with 16-bit x too; the offset gradient
+    comes back in the offset's dtype either way."""
+    n, h, w, g, cg = 7, 4, 30, 8, 16
+    x = torch.randn(n, h, w, g * cg, device="cuda").to(dtype)
+    grad = torch.randn_like(x)
+    for off_dtype in (dtype, torch.float32):
+        offset = (torch.randn(n, h, w, 2 * g, device="cuda") * 2).to(off_dtype)
+        ok = offset.clone().requires_grad_()
+        xk = x.clone().requires_grad_()
+        out = das_sample(xk, ok)
+        out.backward(grad)
+        ref_gx, _ = das_sample_backward_torch(grad, x, offset)
+        assert ok.grad.dtype == off_dtype
+        assert _rel(out, das_sample_torch(x, offset)) < TOL[dtype]
+        assert _rel(xk.grad, ref_gx) < TOL[dtype]
+
+
+@needs_kernels
 def test_scan_states_match_reference_and_backward_is_deterministic():
     b, d, length = 8, 64, 300
     u, delta, A, B, C, D, bias = _scan_inputs(b, d, length, torch.float32)
