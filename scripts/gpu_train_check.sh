@@ -4,6 +4,8 @@
 #   bash scripts/gpu_train_check.sh train   # (1 GPU) CUDA tests; design config, bf16, synth + real_train, eval on benchmarks
 #   bash scripts/gpu_train_check.sh segment # (1 GPU) the same run in segments: each call resumes from
 #                                           # output/gpu_design/latest.pth (kept while the machine is warm)
+#   bash scripts/gpu_train_check.sh curve   # (1 GPU) same seed, same batches, STEPS (300) steps of tiny
+#                                           # SVTRv2Mamba: PyTorch ops fp32 vs CUDA kernels fp32 vs kernels bf16
 # Expects .whl/ and .gpudata/ made by scripts/prepare_gpu_carry.sh (carry both with the device tool).
 set -euo pipefail
 MODE=${1:?mode}
@@ -36,6 +38,24 @@ elif [ "$MODE" = train ]; then
       LRScheduler.warmup_steps=300 Optimizer.lr=0.0008 Global.output_dir=$OUT/design 2>&1 | grep -v "^epoch" | tee $OUT/design.log | tail -40
   python3 tools/eval_rec.py --c $CFG --o Global.checkpoints=$OUT/design/latest.pth "$EVAL_SETS" --json $OUT/design_eval.json
   rm -f $OUT/design/*.pth; rm -rf $OUT/design/tensorboard
+elif [ "$MODE" = curve ]; then
+  # Same seed, same synthetic batches (12 workers, fixed order): does the fast path change training?
+  TINY=configs/rec/svtrv2/svtrv2_mamba_tiny_gtc_rctc.yml
+  COMMON=(Global.max_steps=${STEPS:-300} Global.log_every=1 Global.use_tensorboard=false Global.plot=false
+          Global.seed=7 "Train.datasets=[{type: synth, num_samples: 400000, preset: scene, seed: 3}]"
+          "Eval.datasets=[]" Train.num_workers=12 Train.batch_size=128 Global.save_every=null)
+  run() {  # name, env, amp
+    env $2 python3 tools/train_rec.py --c $TINY --o "${COMMON[@]}" Global.use_amp=$3 Global.output_dir=$OUT/$1 \
+      > $OUT/$1.log 2>&1 || { tail -30 $OUT/$1.log; exit 1; }
+    rm -f $OUT/$1/*.pth
+  }
+  run torch_fp32 OPENREC_CUDA_KERNELS=0 false
+  run kernels_fp32 OPENREC_CUDA_KERNELS=1 false
+  run kernels_bf16 OPENREC_CUDA_KERNELS=1 true
+  for b in kernels_fp32 kernels_bf16; do
+    echo "== torch_fp32 vs $b"
+    python3 scripts/compare_runs.py $OUT/torch_fp32/history.jsonl $OUT/$b/history.jsonl --skip 40 | tee $OUT/curve_$b.txt
+  done
 elif [ "$MODE" = segment ]; then
   RUN=output/gpu_design
   RESUME=(); [ -f $RUN/latest.pth ] && RESUME=(Global.checkpoints=$RUN/latest.pth)

@@ -155,17 +155,27 @@ def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]
     return out
 
 
-def profile_step(subject: Subject, steps: int = 3) -> None:
+def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, steps: int = 3) -> None:
+    """Prints the top CUDA kernels and the top CPU-side ops of a few calls of one row, and the
+    number of kernel launches per call (the eager step is often CPU-bound: launches matter)."""
     from torch.profiler import ProfilerActivity, profile
-    step = subject.train_step_fn(128, 128, torch.bfloat16)
+    fn = subject.train_step_fn(batch_size, width, amp) if kind == "train" else subject.infer_fn(batch_size, width, amp)
+    cuda = subject.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+    sync()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60), flush=True)
+            fn()
+        sync()
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    print(f"-- profile: {kind} B{batch_size} 32x{width} {amp or 'fp32'}: {launches / steps:.0f} kernel launches per call",
+          flush=True)
+    if cuda:
+        print(events.table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=58), flush=True)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=58), flush=True)
 
 
 def main(argv=None) -> int:
@@ -180,8 +190,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both models (inductor; the custom ops stay opaque kernels)")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--profile", action="store_true",
-                        help="also print the top CUDA kernels of a bf16 B128 train step of each model")
+    parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:W:DTYPE",
+                        help="profile these calls of each model instead of timing rows, e.g. "
+                             "train:128:128:bf16 infer:64:2048:bf16 (no value: train:128:128:bf16)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
@@ -194,10 +205,19 @@ def main(argv=None) -> int:
             subject.forward = torch.compile(subject.model)
         names.append(os.path.splitext(os.path.basename(path))[0])
         print(f"{names[-1]}: {subject.params / 1e6:.2f}M params", flush=True)
+        if args.profile is not None:
+            for spec in args.profile or ["train:128:128:bf16"]:
+                kind, batch_size, width, dtype = spec.split(":")
+                amp = torch.bfloat16 if dtype == "bf16" else None
+                if device.type == "cpu" and amp is not None:
+                    raise SystemExit("bench_rec: bf16 profiles need a GPU")
+                profile_row(subject, kind, int(batch_size), int(width), amp)
+            del subject
+            continue
         results.append(measure(subject, timer, device, args.quick, args.rows))
-        if args.profile and device.type == "cuda":
-            profile_step(subject)
         del subject
+    if args.profile is not None:
+        return 0
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"{'row':34s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
