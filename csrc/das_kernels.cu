@@ -431,14 +431,6 @@ cudaError_t backward_offset_impl(bool offset_float, const void* grad_out, const 
              : backward_offset_typed<T, T>(grad_out, x, offset, grad_offset, grad_x_accum, accum_float, s, stream);
 }
 
-template <typename T>
-cudaError_t accum_in_dtype_impl(const void* x, const void* grad_out, const DasShape& s, int major, bool* result) {
-  // Packed 16-bit atomics: native 16-byte vector reductions from sm_90 on; before that the fp32
-  // buffer is faster than pair atomics (bf16x2 needs a CAS loop there).
-  *result = !std::is_same_v<T, float> && major >= 9 && vector_backward_path<T>(x, grad_out, s);
-  return cudaSuccess;
-}
-
 template <typename T, typename OT>
 cudaError_t backward_x_owned_typed(const void* grad_out, const void* offset, void* grad_x, const DasShape& s,
                                    int smem_limit, cudaStream_t stream) {
@@ -479,12 +471,14 @@ cudaError_t das_forward(DType dtype, bool offset_float, const void* x, const voi
 
 bool das_backward_accum_in_dtype(DType dtype, const void* x, const void* grad_out, const DasShape& s,
                                  int device_major) {
-  bool result = false;
-  auto run = [&]() -> cudaError_t {
-    OPENREC_DISPATCH(dtype, accum_in_dtype_impl, x, grad_out, s, device_major, &result)
-  };
-  run();
-  return result;
+  // Packed 16-bit atomics: native 16-byte vector reductions from sm_90 on; before that the fp32
+  // buffer is faster than pair atomics (bf16x2 needs a CAS loop there).
+  if (device_major < 9) return false;
+  switch (dtype) {
+    case DType::kFloat16: return vector_backward_path<__half>(x, grad_out, s);
+    case DType::kBFloat16: return vector_backward_path<__nv_bfloat16>(x, grad_out, s);
+    default: return false;
+  }
 }
 
 cudaError_t das_backward_offset(DType dtype, bool offset_float, const void* grad_out, const void* x,

@@ -207,7 +207,11 @@ def main(argv=None) -> int:
         print(f"{names[-1]}: {subject.params / 1e6:.2f}M params", flush=True)
         if args.profile is not None:
             for spec in args.profile or ["train:128:128:bf16"]:
-                kind, batch_size, width, dtype = spec.split(":")
+                parts = spec.split(":")
+                if len(parts) != 4 or parts[0] not in ("train", "infer") or parts[3] not in ("fp32", "bf16") \
+                        or not (parts[1].isdigit() and parts[2].isdigit()):
+                    raise SystemExit(f"bench_rec: --profile {spec!r}: expected (train|infer):BATCH:WIDTH:(fp32|bf16)")
+                kind, batch_size, width, dtype = parts
                 amp = torch.bfloat16 if dtype == "bf16" else None
                 if device.type == "cpu" and amp is not None:
                     raise SystemExit("bench_rec: bf16 profiles need a GPU")
