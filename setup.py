@@ -46,7 +46,9 @@ def cuda_extensions():
         name="openrec._C",
         sources=sources,
         include_dirs=[os.path.join(HERE, "csrc")],
-        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+        # OPENREC_NVCC_FLAGS: extra nvcc flags for experiments, e.g. "-DOPENREC_SCAN_FWD_BLOCKS=4".
+        extra_compile_args={"cxx": ["-O3"],
+                            "nvcc": ["-O3", "--use_fast_math", "-lineinfo"] + os.environ.get("OPENREC_NVCC_FLAGS", "").split()},
     )
     return [ext], {"build_ext": BuildExtension}
 

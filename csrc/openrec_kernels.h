@@ -9,9 +9,9 @@ namespace openrec {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
-// Time steps per saved scan state: the forward stores h_{16k-1} for every chunk k so that the
+// Time steps per saved scan state: the forward stores h_{8k-1} for every chunk k so that the
 // backward can recompute any chunk without rescanning from t = 0. Must equal SCAN_CHUNK in Python.
-constexpr int kScanChunk = 16;
+constexpr int kScanChunk = 8;
 
 // ---- DAS (DCNv3 with kernel 1): x is (N, H, W, G*Cg) with the strides given (elements);
 // offset is contiguous (N, H, W, G, 2) with the width offset first, fp32 when `offset_float`, else

@@ -27,6 +27,14 @@ constexpr int kChunks = 8;
 constexpr int kLanes = kScanChannelsPerBlock;
 constexpr int kItems = kScanChunk;
 constexpr int kSpan = kChunks * kItems;
+#ifndef OPENREC_SCAN_FWD_BLOCKS
+#define OPENREC_SCAN_FWD_BLOCKS 4
+#endif
+#ifndef OPENREC_SCAN_BWD_BLOCKS
+#define OPENREC_SCAN_BWD_BLOCKS 3
+#endif
+constexpr int kForwardBlocksPerSM = OPENREC_SCAN_FWD_BLOCKS;
+constexpr int kBackwardBlocksPerSM = OPENREC_SCAN_BWD_BLOCKS;
 constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ float ex2(float x) {  // 2^x, ~2 ulp; flushes results below 2^-126 to 0
@@ -123,7 +131,7 @@ __device__ __forceinline__ float forward_store(T* __restrict__ yp, int stride, i
 }
 
 template <typename T, typename BT>
-__global__ void __launch_bounds__(kLanes* kChunks, 3)
+__global__ void __launch_bounds__(kLanes* kChunks, kForwardBlocksPerSM)
     scan_forward_kernel(const T* __restrict__ u, const T* __restrict__ delta, const float* __restrict__ A,
                         const BT* __restrict__ Bm, const BT* __restrict__ Cm, const float* __restrict__ Dskip,
                         const float* __restrict__ bias, T* __restrict__ y, float* __restrict__ states, ScanShape s) {
@@ -253,7 +261,7 @@ __device__ __forceinline__ float backward_store(T* __restrict__ dup, T* __restri
 }
 
 template <typename T, typename BT>
-__global__ void __launch_bounds__(kLanes* kChunks, 2)
+__global__ void __launch_bounds__(kLanes* kChunks, kBackwardBlocksPerSM)
     scan_backward_kernel(const T* __restrict__ grad_y, const T* __restrict__ u, const T* __restrict__ delta,
                          const float* __restrict__ A, const BT* __restrict__ Bm, const BT* __restrict__ Cm,
                          const float* __restrict__ Dskip, const float* __restrict__ bias,
@@ -313,13 +321,18 @@ __global__ void __launch_bounds__(kLanes* kChunks, 2)
                 : backward_store<false>(du + o0, ddelta + o0, dim, n_valid, uu, dtv, sig, hprev, gyv, bb, cc, a, a2,
                                         skip, next, s_red[chunk][0], s_red[chunk][1], acc);
     __syncwarp();
-    {  // lanes 0-15 sum dB of item `lane`, lanes 16-31 dC of item `lane - 16`, over the 32 channels
-      const int which = lane / kItems, item = lane % kItems;
+    {  // each (dB or dC, item) pair's sum over the 32 channels: kSplit lanes add a share each, then shuffle
+      constexpr int kPairs = 2 * kItems, kSplit = kLanes / kPairs, kShare = kLanes / kSplit;
+      static_assert(kLanes % kPairs == 0, "a warp must cover every (dB or dC, item) pair");
+      const int pair = lane % kPairs, part = lane / kPairs;
+      const int which = pair / kItems, item = pair % kItems;
       float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < kLanes; ++j) sum += s_red[chunk][which][item][j];
+      for (int j = 0; j < kShare; ++j) sum += s_red[chunk][which][item][part * kShare + j];
+#pragma unroll
+      for (int offset = kPairs; offset < kLanes; offset *= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
       const int t = t0 + item;
-      if (t < L) (which == 0 ? dB_row : dC_row)[t] = sum;
+      if (part == 0 && t < L) (which == 0 ? dB_row : dC_row)[t] = sum;
     }
     __syncthreads();  // all reads of shared memory of this super-chunk are done
     if (chunk == 0) s_carry[lane] = next;

@@ -126,3 +126,31 @@ def test_parameter_counts(family, size):
         assert round(total / 1e6, 2) == 18.00  # the original SVTRv2Mamba-B + RCTC
     if size == "tiny":
         assert 3e6 < enc < 5e6
+
+
+def test_pointwise_matches_the_convolution_in_both_layouts():
+    from openrec.modeling.encoders.dassm import pointwise
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 12, 1).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    ref = conv(x)
+    torch.testing.assert_close(pointwise(conv, x), ref)  # NCHW: the convolution itself
+    torch.testing.assert_close(pointwise(conv, x.to(memory_format=torch.channels_last)), ref)  # fp32/64: conv
+    conv16 = torch.nn.Conv2d(8, 12, 1).to(torch.bfloat16)
+    conv16.load_state_dict({k: v.to(torch.bfloat16) for k, v in conv.state_dict().items()})
+    x16 = x.to(torch.bfloat16).to(memory_format=torch.channels_last)
+    out = pointwise(conv16, x16)  # 16-bit NHWC storage: the GEMM path
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), conv16.double()(x16.double()), rtol=2e-2, atol=2e-2)
+
+
+def test_layer_norm_is_nn_layer_norm_on_cpu():
+    from openrec.modeling.common import LayerNorm, LayerNorm2d
+    torch.manual_seed(0)
+    norm = LayerNorm(6, eps=1e-6)
+    ref = torch.nn.LayerNorm(6, eps=1e-6)
+    ref.load_state_dict(norm.state_dict())
+    x = torch.randn(4, 5, 6)
+    torch.testing.assert_close(norm(x), ref(x), rtol=0, atol=0)
+    m = torch.randn(2, 6, 3, 4)
+    torch.testing.assert_close(LayerNorm2d(6)(m), torch.nn.functional.layer_norm(m.permute(0, 2, 3, 1), (6,)).permute(0, 3, 1, 2))

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm2d", "drop_path_rates"]
+__all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates"]
 
 
 def drop_path_rates(drop_path_rate: float, total_depth: int) -> list[float]:
@@ -73,9 +73,9 @@ class Block(nn.Module):
                  attn_drop: float = 0.0, drop_path: float = 0.0, prenorm: bool = False, eps: float = 1e-6):
         super().__init__()
         self.prenorm = prenorm
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm1 = LayerNorm(dim, eps=eps)
         self.mixer = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = DropPath(drop_path)
 
@@ -100,10 +100,35 @@ class ConvBNLayer(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class LayerNorm2d(nn.LayerNorm):
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that keeps bf16 under CUDA bf16 autocast: it takes and returns bf16 (the kernel
+    still accumulates its statistics in fp32). Plain autocast runs LayerNorm in fp32, which costs a
+    cast pass in, an fp32 output twice the size, and a cast pass back in the GEMM that reads it.
+    Same parameters and state_dict keys; everywhere else (CPU, fp32, fp16 autocast) it is nn.LayerNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+            weight, bias = self._bf16_affine()
+            with torch.autocast("cuda", enabled=False):  # autocast would run the norm in fp32
+                return F.layer_norm(x.to(torch.bfloat16), self.normalized_shape, weight, bias, self.eps)
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def _bf16_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """bf16 copies of weight and bias: cast on every call when gradients flow (the casts are part
+        of the graph); cached between calls without grad until the parameters change (inference)."""
+        params = (self.weight, self.bias)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return tuple(None if p is None else p.to(torch.bfloat16) for p in params)
+        key = tuple(None if p is None else (p.data_ptr(), p._version) for p in params)
+        cached = self.__dict__.get("_bf16_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, tuple(None if p is None else p.detach().to(torch.bfloat16) for p in params))
+            self.__dict__["_bf16_cache"] = cached
+        return cached[1]
+
+
+class LayerNorm2d(LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) map."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

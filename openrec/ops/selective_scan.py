@@ -142,7 +142,7 @@ def selective_scan_backward_torch(grad_y, u, delta, A, B, C, D, delta_bias, delt
 # start of every SCAN_CHUNK steps, (batch, ceil(L/SCAN_CHUNK), D) in fp32 (float64 for float64
 # inputs), from which the CUDA backward recomputes each chunk. This file's implementations serve the
 # CPU (and CUDA tensors when the extension is not built); csrc/scan_kernels.cu registers the CUDA one.
-SCAN_CHUNK = 16  # == openrec::kScanChunk in csrc/openrec_kernels.h
+SCAN_CHUNK = 8  # == openrec::kScanChunk in csrc/openrec_kernels.h
 
 
 def _check_op(u, delta, A, B, C, D, delta_bias) -> None:

@@ -78,3 +78,51 @@ def test_design_model_bf16_train_step():
         gpu = model(images[:4])["ctc_logits"].float().cpu()
         cpu = model.cpu()(images[:4].cpu())["ctc_logits"]
     assert _rel(gpu, cpu) < 1e-2  # cuDNN may use TF32 for convolutions
+
+
+def test_layer_norm_keeps_bf16_under_autocast_and_matches_fp32():
+    from openrec.modeling.common import LayerNorm, LayerNorm2d
+    torch.manual_seed(3)
+    norm = LayerNorm(96).cuda()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (torch.randn(64, 50, 96, device="cuda") * 3 + 1).requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = norm(x)
+    assert y.dtype == torch.bfloat16
+    ref = torch.nn.functional.layer_norm(x.detach(), (96,), norm.weight, norm.bias, norm.eps)
+    assert _rel(y.float(), ref) < 1e-2
+    y.float().square().sum().backward()
+    assert norm.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    x2 = x.detach().clone().requires_grad_()
+    torch.nn.functional.layer_norm(x2, (96,), norm.weight, norm.bias, norm.eps).square().sum().backward()
+    assert _rel(x.grad, x2.grad) < 3e-2
+    with torch.autocast("cuda", dtype=torch.float16):  # fp16 keeps autocast's fp32 norm (range)
+        assert norm(x).dtype == torch.float32
+    norm.eval()
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        first = norm(x)
+        assert norm._bf16_affine() is norm._bf16_affine()  # cached while the parameters do not change
+        assert torch.equal(norm(x), first)
+    with torch.no_grad():
+        norm.weight.mul_(2)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        assert not torch.equal(norm(x), first)  # a parameter update invalidates the cache
+    norm2d = LayerNorm2d(96).cuda()
+    m = torch.randn(2, 96, 5, 7, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = norm2d(m)
+    assert out.shape == m.shape and out.dtype == torch.bfloat16
+    assert _rel(out.float(), norm2d(m)) < 1e-2
+
+
+def test_pointwise_gemm_path_matches_conv_on_channels_last():
+    from openrec.modeling.encoders.dassm import pointwise
+    conv = torch.nn.Conv2d(64, 96, 1).cuda()
+    x = torch.randn(3, 64, 5, 9, device="cuda").to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = pointwise(conv, x)  # the GEMM path
+    ref = torch.nn.functional.conv2d(x.contiguous().double(), conv.weight.double(), conv.bias.double())
+    assert y.shape == ref.shape and y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert _rel(y, ref) < 1e-2

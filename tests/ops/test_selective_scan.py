@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from openrec.ops import linear_scan, selective_scan
+from openrec.ops import SCAN_CHUNK, linear_scan, selective_scan
 from tests.ops.reference_loops import selective_scan_loops
 
 
@@ -69,10 +69,11 @@ def test_opcheck():
 def test_saved_states_are_the_state_before_each_chunk():
     u, delta, A, B, C, D, bias = _op_args(2, 3, 40, seed=11)
     y, states = torch.ops.openrec.selective_scan(u, delta, A, B, C, D, bias, True)
-    assert states.shape == (2, 3, 3) and states.dtype == torch.float32  # ceil(40 / 16) chunks
-    # h_{t-1} at t = 16k from the definition: with C = 1 and D = 0, y_t is h_t.
+    n = -(-40 // SCAN_CHUNK)
+    assert states.shape == (2, n, 3) and states.dtype == torch.float32
+    # h_{t-1} at t = k * SCAN_CHUNK from the definition: with C = 1 and D = 0, y_t is h_t.
     h, _ = torch.ops.openrec.selective_scan(u, delta, A, B, torch.ones_like(C), torch.zeros_like(D), bias, True)
-    expected = torch.cat([torch.zeros(2, 1, 3), h[:, 15::16][:, :2]], dim=1)
+    expected = torch.cat([torch.zeros(2, 1, 3), h[:, SCAN_CHUNK - 1::SCAN_CHUNK][:, :n - 1]], dim=1)
     torch.testing.assert_close(states, expected)
 
 

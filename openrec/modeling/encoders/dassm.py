@@ -13,9 +13,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...ops import das_sample, selective_scan
-from ..common import DropPath, LayerNorm2d
+from ..common import DropPath, LayerNorm, LayerNorm2d
 
-__all__ = ["ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
+__all__ = ["pointwise", "ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
+
+
+def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution. In 16-bit (autocast) on a channels-last map it runs as one GEMM over the
+    NHWC view with the bias fused into the GEMM: cuDNN's channels-last 1x1 convolution adds the bias
+    in a separate, slow broadcast kernel. fp32 keeps the convolution, which may use TF32 (an fp32
+    GEMM does not by default). Same parameters, same result up to rounding."""
+    low_precision = x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type)
+    if low_precision and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+        return y.permute(0, 3, 1, 2)
+    return conv(x)
 
 
 class ResDWC(nn.Module):
@@ -41,8 +53,8 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.fc1(x)))
-        return self.drop(self.fc2(self.conv(x)))
+        x = self.drop(self.act(pointwise(self.fc1, x)))
+        return self.drop(pointwise(self.fc2, self.conv(x)))
 
 
 class DynamicAdaptiveScan(nn.Module):
@@ -56,7 +68,7 @@ class DynamicAdaptiveScan(nn.Module):
         super().__init__()
         self.groups = groups
         self.dw_conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.act = nn.GELU()
         self.offset = nn.Linear(dim, 2 * groups)
         self.init_special_weights()
@@ -89,7 +101,7 @@ class DASSM(nn.Module):
         self.dt_proj_bias = nn.Parameter(torch.empty(dim))
         self.A_log = nn.Parameter(torch.empty(dim, 1))
         self.D = nn.Parameter(torch.empty(dim))
-        self.out_norm = nn.LayerNorm(dim)
+        self.out_norm = LayerNorm(dim)
         self.out_proj = nn.Conv2d(dim, dim, 1, bias=False)
         self.drop = nn.Dropout(drop)
         self.dt_min, self.dt_max = dt_min, dt_max
@@ -121,11 +133,11 @@ class DASSM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        feats = self.act(self.conv2d(self.in_proj(x))).permute(0, 2, 3, 1)
+        feats = self.act(self.conv2d(pointwise(self.in_proj, x))).permute(0, 2, 3, 1)
         feats = self.da_scan(x, feats)
         y = self.out_norm(self.ssm(feats))
         y = y.transpose(1, 2).reshape(b, c, h, w)
-        return self.drop(self.out_proj(y))
+        return self.drop(pointwise(self.out_proj, y))
 
 
 class DASSMBlock(nn.Module):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ...config import ConfigError
 from ...registry import ENCODERS
-from ..common import Block, ConvBNLayer, DropPath, LayerNorm2d, Mlp, drop_path_rates
+from ..common import Block, ConvBNLayer, DropPath, LayerNorm, LayerNorm2d, Mlp, drop_path_rates
 from .dassm import DASSMBlock
 
 __all__ = ["SVTRv2Mamba", "POPatchEmbed", "ConvBlock", "SubSample2DTo2D", "SVTRStage", "LastStage", "MIXERS"]
@@ -66,9 +66,9 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.mixer = nn.Sequential(*[nn.Conv2d(dim, dim, kernel_size, 1, kernel_size // 2, groups=num_heads)
                                      for _ in range(num_conv)])
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm1 = LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = LayerNorm(dim, eps=eps)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
