@@ -71,13 +71,27 @@ def copy_bandwidth() -> float:
     return 2 * src.numel() * 4 / ms / 1e6
 
 
+def das_inputs(b, c, h, w, dtype):
+    """x (B, H, W, C), offsets that push some samples outside the image, and an output gradient."""
+    x = torch.randn(b, h, w, c, device="cuda").to(dtype)
+    off = (torch.randn(b, h, w, 2 * (c // 16), device="cuda") * 1.5).to(dtype)
+    return x, off, torch.randn_like(x)
+
+
+def scan_inputs(b, c, h, w, dtype):
+    """(op args, output gradient, saved states) of the scan over the H*W tokens, channels-last."""
+    length = h * w
+    u = torch.randn(b, length, c, device="cuda").to(dtype)
+    delta = (torch.randn(b, length, c, device="cuda") - 1).to(dtype)
+    A = -torch.rand(c, device="cuda") - 0.5
+    B, C = torch.randn(b, length, device="cuda").to(dtype), torch.randn(b, length, device="cuda").to(dtype)
+    args = (u, delta, A, B, C, torch.randn(c, device="cuda"), torch.randn(c, device="cuda"))
+    _, states = torch.ops.openrec.selective_scan(*args, True)
+    return args, torch.randn_like(u), states
+
+
 def das_case(b, c, h, w, dtype):
-    g = c // 16
-    sets = []
-    for _ in range(SETS):
-        x = torch.randn(b, h, w, c, device="cuda").to(dtype)
-        off = (torch.randn(b, h, w, 2 * g, device="cuda") * 1.5).to(dtype)
-        sets.append((x, off, torch.randn_like(x)))
+    sets = [das_inputs(b, c, h, w, dtype) for _ in range(SETS)]
     item, off_item = sets[0][0].element_size(), sets[0][1].element_size()
     fwd_bytes = 2 * sets[0][0].numel() * item + sets[0][1].numel() * off_item
     bwd_bytes = 3 * sets[0][0].numel() * item + 2 * sets[0][1].numel() * off_item
@@ -99,15 +113,7 @@ def das_case(b, c, h, w, dtype):
 
 def scan_case(b, c, h, w, dtype):
     length = h * w
-    sets = []
-    for _ in range(SETS):
-        u = torch.randn(b, length, c, device="cuda").to(dtype)
-        delta = (torch.randn(b, length, c, device="cuda") - 1).to(dtype)
-        A = -torch.rand(c, device="cuda") - 0.5
-        B, C = torch.randn(b, length, device="cuda").to(dtype), torch.randn(b, length, device="cuda").to(dtype)
-        args = (u, delta, A, B, C, torch.randn(c, device="cuda"), torch.randn(c, device="cuda"))
-        _, states = torch.ops.openrec.selective_scan(*args, True)
-        sets.append((args, torch.randn_like(u), states))
+    sets = [scan_inputs(b, c, h, w, dtype) for _ in range(SETS)]
     item = sets[0][0][0].element_size()
     full = sets[0][0][0].numel() * item
     small = 2 * b * length * item + sets[0][2].numel() * 4  # B, C and the saved states

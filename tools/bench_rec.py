@@ -178,6 +178,18 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
     print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=58), flush=True)
 
 
+def parse_profile(spec: str, device: torch.device) -> tuple[str, int, int, torch.dtype | None]:
+    """``KIND:B:W:DTYPE`` -> (kind, batch, width, autocast dtype or None); names a malformed spec."""
+    parts = spec.split(":")
+    if len(parts) != 4 or parts[0] not in ("train", "infer") or parts[3] not in ("fp32", "bf16") \
+            or not (parts[1].isdigit() and parts[2].isdigit()):
+        raise SystemExit(f"bench_rec: --profile {spec!r}: expected (train|infer):BATCH:WIDTH:(fp32|bf16)")
+    amp = torch.bfloat16 if parts[3] == "bf16" else None
+    if device.type == "cpu" and amp is not None:
+        raise SystemExit("bench_rec: bf16 profiles need a GPU")
+    return parts[0], int(parts[1]), int(parts[2]), amp
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs=2, required=True, metavar="CFG", help="first (e.g. Mamba) and second")
@@ -195,6 +207,8 @@ def main(argv=None) -> int:
                              "train:128:128:bf16 infer:64:2048:bf16 (no value: train:128:128:bf16)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    profiles = None if args.profile is None else [parse_profile(spec, device) for spec in args.profile or
+                                                  ["train:128:128:bf16"]]
     torch.backends.cudnn.benchmark = True
     timer = Timer(device, args.iters, args.warmup)
     results, names = [], []
@@ -205,22 +219,14 @@ def main(argv=None) -> int:
             subject.forward = torch.compile(subject.model)
         names.append(os.path.splitext(os.path.basename(path))[0])
         print(f"{names[-1]}: {subject.params / 1e6:.2f}M params", flush=True)
-        if args.profile is not None:
-            for spec in args.profile or ["train:128:128:bf16"]:
-                parts = spec.split(":")
-                if len(parts) != 4 or parts[0] not in ("train", "infer") or parts[3] not in ("fp32", "bf16") \
-                        or not (parts[1].isdigit() and parts[2].isdigit()):
-                    raise SystemExit(f"bench_rec: --profile {spec!r}: expected (train|infer):BATCH:WIDTH:(fp32|bf16)")
-                kind, batch_size, width, dtype = parts
-                amp = torch.bfloat16 if dtype == "bf16" else None
-                if device.type == "cpu" and amp is not None:
-                    raise SystemExit("bench_rec: bf16 profiles need a GPU")
-                profile_row(subject, kind, int(batch_size), int(width), amp)
+        if profiles is not None:
+            for kind, batch_size, width, amp in profiles:
+                profile_row(subject, kind, batch_size, width, amp)
             del subject
             continue
         results.append(measure(subject, timer, device, args.quick, args.rows))
         del subject
-    if args.profile is not None:
+    if profiles is not None:
         return 0
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
