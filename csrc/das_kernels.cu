@@ -61,6 +61,21 @@ __device__ __forceinline__ void load_corners(const T* __restrict__ base, const C
   }
 }
 
+// The 4 corners' 16-byte vectors, still packed (zeros for corners outside the image).
+template <typename T>
+__device__ __forceinline__ void load_corners_raw(const T* __restrict__ base, const Corners& cr, uint4 (&raw)[4]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    raw[k] = cr.valid[k] ? __ldg(reinterpret_cast<const uint4*>(base + cr.x_off[k])) : make_uint4(0, 0, 0, 0);
+}
+
+template <typename T>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&v)[kVec16<T>]) {
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kVec16<T>; ++j) v[j] = to_float(e[j]);
+}
+
 // Bilinear blend of the corners; NaN for a non-finite offset, as the reference gives.
 template <int VEC>
 __device__ __forceinline__ void blend_corners(const Corners& cr, const float (&val)[4][VEC], float (&acc)[VEC]) {
@@ -231,7 +246,9 @@ __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __res
 
 // Fast path (channels contiguous, group_channels a multiple of the vector width): one thread per
 // 16-byte vector of one (pixel, group), so a warp's loads and stores cover contiguous 512-byte rows.
-// Every thread of a group recomputes the corner weights (cheap) instead of sharing them.
+// Every thread of a group recomputes the corner weights (cheap) instead of sharing them. The corner
+// vectors stay packed until the blend: in 16-bit that halves their registers (more warps resident;
+// bf16 forward 0.0181 -> 0.0174 ms at B256 C256 4x32 on an H100).
 // Index is uint32_t when every index fits (the usual case: 64-bit division is several times slower).
 template <typename T, typename OT, typename Index>
 __global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restrict__ x, const OT* __restrict__ offset,
@@ -247,8 +264,11 @@ __global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restric
   const float2 o = load_offset(offset, pg);
   const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
+  uint4 raw[4];
+  load_corners_raw(xb, cr, raw);
   float val[4][VEC], acc[VEC];
-  load_corners<T, VEC>(xb, cr, 1, val);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) unpack<T>(raw[k], val[k]);
   blend_corners<VEC>(cr, val, acc);
   store_vec<T, VEC>(out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, acc);
 }
@@ -275,15 +295,17 @@ __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
   const float2 o = load_offset(offset, pg);
   const Corners cr = make_corners(static_cast<float>(h) + o.y, static_cast<float>(w) + o.x, s);
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
-  float go[VEC], val[4][VEC];
+  float go[VEC];
   load_vec<T, VEC>(grad_out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, 1, go);
-  load_corners<T, VEC>(xb, cr, 1, val);
-  float dot[4];
+  uint4 raw[4];  // packed corners: fewer registers, more resident warps (bf16 f+b 0.0655 -> 0.0614 ms)
+  load_corners_raw(xb, cr, raw);
+  float dot[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    dot[k] = 0.f;
+    float val[VEC];
+    unpack<T>(raw[k], val);
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) dot[k] += go[j] * val[k][j];
+    for (int j = 0; j < VEC; ++j) dot[k] += go[j] * val[j];
   }
   for (int width = 1; width < vecs_per_group; width *= 2) {
 #pragma unroll

@@ -46,7 +46,7 @@ cudaError_t das_backward_x_owned(DType dtype, bool offset_float, const void* gra
 // ---- Selective scan, d_state = 1, channels-last: u, delta, y are contiguous (batch, L, D) in `dtype`;
 // A, Dskip, bias are fp32 (D); Bm, Cm (batch, L) with the strides given (the same for both, e.g.
 // column slices of the x_proj output), fp32 when `bc_float`, else in `dtype`; states fp32
-// (batch, ceil(L/16), D).
+// (batch, ceil(L / kScanChunk), D).
 struct ScanShape {
   int64_t batch, length, dim;
   bool softplus;

@@ -120,7 +120,10 @@ def test_das_deterministic_backward_is_bit_identical(pixels):
     assert torch.equal(xk.grad, runs[0][0])
 
 
-SCAN_SHAPES = [(1, 32, 128), (3, 40, 37), (300, 64, 128), (600, 32, 16), (2, 96, 8192), (4, 256, 384)]
+# (batch, D, L). D = 21 and 36 (bf16) take the kernels' element-wise tile path, the rest 16-byte vectors;
+# L = 37, 130 end inside a 64-step super-chunk.
+SCAN_SHAPES = [(1, 32, 128), (3, 40, 37), (2, 21, 130), (3, 36, 70), (300, 64, 128), (600, 32, 16), (2, 96, 8192),
+               (4, 256, 384)]
 
 
 def _scan_inputs(b, d, length, dtype):
@@ -196,6 +199,32 @@ def test_das_offsets_in_x_dtype_and_float(dtype):
         assert ok.grad.dtype == off_dtype
         assert _rel(out, das_sample_torch(x, offset)) < TOL[dtype]
         assert _rel(xk.grad, ref_gx) < TOL[dtype]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scan_kernel_handles_storage_not_16_byte_aligned(dtype):
+    """Tensors that start one element into their storage cannot be moved in 16-byte vectors; the
+    kernels fall back to element-wise staging and must give the same answer."""
+    b, d, length = 3, 64, 100
+
+    def shifted(t):  # same values, storage offset 1
+        flat = torch.empty(t.numel() + 1, device="cuda", dtype=t.dtype)
+        flat[1:] = t.reshape(-1)
+        return flat[1:].view(t.shape)
+
+    u, delta, A, B, C, D, bias = _scan_inputs(b, d, length, dtype)
+    args = [u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.reshape(d), B.reshape(b, length),
+            C.reshape(b, length), D, bias]
+    grad = torch.randn(b, length, d, device="cuda").to(dtype)
+    y, states = torch.ops.openrec.selective_scan(*args, True)
+    moved = [shifted(args[0]), shifted(args[1])] + args[2:]
+    assert moved[0].data_ptr() % 16 != 0
+    y2, states2 = torch.ops.openrec.selective_scan(*moved, True)
+    assert torch.equal(y, y2) and torch.equal(states, states2)
+    ref = torch.ops.openrec.selective_scan_backward(grad, *args, states, True)
+    got = torch.ops.openrec.selective_scan_backward(shifted(grad), *moved, states2, True)
+    assert all(torch.equal(a, b) for a, b in zip(ref, got))
 
 
 @needs_kernels
