@@ -129,15 +129,16 @@ __device__ __forceinline__ void forward_local(const float (&uu)[kItems], float (
   }
 }
 
-// Rescans the chunk from its incoming state h, writes y, and returns the chunk's end state.
-template <bool kFull, typename T>
-__device__ __forceinline__ float forward_store(T* __restrict__ yp, int stride, int n_valid, const float (&uu)[kItems],
-                                              const float (&decay)[kItems], const float (&drive)[kItems],
-                                              const float* __restrict__ cc, float skip, float h) {
+// Rescans the chunk from its incoming state h, hands each y_t = h_t C_t + D u_t to write(i, y_t),
+// and returns the chunk's end state.
+template <typename Write>
+__device__ __forceinline__ float forward_rescan(const float (&uu)[kItems], const float (&decay)[kItems],
+                                               const float (&drive)[kItems], const float* __restrict__ cc,
+                                               float skip, float h, Write&& write) {
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     h = fmaf(decay[i], h, drive[i]);
-    if (kFull || i < n_valid) yp[i * stride] = from_float<T>(fmaf(h, cc[i], skip * uu[i]));
+    write(i, fmaf(h, cc[i], skip * uu[i]));
   }
   return h;
 }
@@ -149,20 +150,6 @@ __device__ __forceinline__ float forward_store(T* __restrict__ yp, int stride, i
 // writes global memory directly.
 template <typename T>
 constexpr bool kForwardStaged = sizeof(T) < 4;
-
-// forward_store into the output tile (rows past the end are written but never stored).
-template <typename T>
-__device__ __forceinline__ float forward_store_tile(T (*tile)[kLanes], int chunk, int lane,
-                                                   const float (&uu)[kItems], const float (&decay)[kItems],
-                                                   const float (&drive)[kItems], const float* __restrict__ cc,
-                                                   float skip, float h) {
-#pragma unroll
-  for (int i = 0; i < kItems; ++i) {
-    h = fmaf(decay[i], h, drive[i]);
-    tile[chunk * kItems + i][lane] = from_float<T>(fmaf(h, cc[i], skip * uu[i]));
-  }
-  return h;
-}
 
 template <typename T, typename BT>
 __global__ void __launch_bounds__(kThreads, kForwardBlocksPerSM)
@@ -229,9 +216,16 @@ __global__ void __launch_bounds__(kThreads, kForwardBlocksPerSM)
     h = s_carry[lane];
     for (int j = 0; j < chunk; ++j) h = fmaf(s_prod[j][lane], h, s_end[j][lane]);
     if (n_valid > 0) sb[static_cast<int64_t>(t0 / kItems) * dim] = h;
-    if (kStaged) h = forward_store_tile(s_y, chunk, lane, uu, decay, drive, cc, skip, h);
-    else if (full) h = forward_store<true>(y + o0, dim, n_valid, uu, decay, drive, cc, skip, h);
-    else h = forward_store<false>(y + o0, dim, n_valid, uu, decay, drive, cc, skip, h);
+    T* yp = y + o0;
+    if (kStaged)  // rows past the end are written to the tile but never stored
+      h = forward_rescan(uu, decay, drive, cc, skip, h,
+                         [&](int i, float v) { s_y[chunk * kItems + i][lane] = from_float<T>(v); });
+    else if (full)
+      h = forward_rescan(uu, decay, drive, cc, skip, h, [&](int i, float v) { yp[i * dim] = from_float<T>(v); });
+    else
+      h = forward_rescan(uu, decay, drive, cc, skip, h, [&](int i, float v) {
+        if (i < n_valid) yp[i * dim] = from_float<T>(v);
+      });
     __syncthreads();  // s_y complete; all reads of s_carry / s_prod / s_end / s_B / s_C are done
     if constexpr (kStaged)
       ScanTile<T>::store(s_y, y + seq + static_cast<int64_t>(base) * dim, dim, min(L - base, kSpan), n_cols, vector,
