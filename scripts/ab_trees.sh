@@ -4,7 +4,7 @@
 #   here:        rm -rf _old && mkdir _old && git archive OLD_REV openrec csrc setup.py tools configs scripts \
 #                  | tar -x -C _old --exclude='openrec/pretrained/*'       # untracked: travels with the tree
 #   GPU machine: bash scripts/ab_trees.sh   # carry .whl; results in $OUT/ab_{old,new}_{1,2}.{txt,json}
-# SIZE (base) picks the config pair; ROWS (long-text "train bf16") the bench_rec rows; REPS (2) the repetitions.
+# SIZE (base) picks the config pair; ROWS ("long-text,train bf16": comma-separated) the bench_rec rows; REPS (2).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 [ -d _old/openrec ] || { echo "ab_trees: prepare _old first (see the header)"; exit 1; }
@@ -15,7 +15,7 @@ ROOT=$PWD
 OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build_new.log" 2>&1
 wait
 C=configs/rec/svtrv2 SIZE=${SIZE:-base}
-read -r -a ROW_ARGS <<< "${ROWS:-long-text train}"
+IFS=, read -r -a ROW_ARGS <<< "${ROWS:-long-text,train bf16}"
 for rep in $(seq 1 "${REPS:-2}"); do
   for tree in old new; do
     dir=$ROOT; [ $tree = old ] && dir=$ROOT/_old
