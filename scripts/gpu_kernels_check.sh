@@ -2,7 +2,7 @@
 # Builds the CUDA extension, runs the kernel tests and the ops benchmark, on a lent GPU machine:
 #   bash scripts/gpu_kernels_check.sh            # build + tests/gpu + tests/ops + tools/bench_ops.py
 #   SKIP_BUILD=1 bash scripts/gpu_kernels_check.sh   # reuse the build of a warm machine
-#   PARTS="tests ops rec" ...   # choose: kernel tests, tools/bench_ops.py, tools/bench_rec.py (tiny + base pairs)
+#   PARTS="tests ops rec" ...   # choose: kernel tests, tools/bench_ops.py, tools/bench_rec.py (SIZES="tiny base" pairs)
 # Expects .whl/ from scripts/prepare_gpu_carry.sh (carry it). Results go to $OUT.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -37,7 +37,7 @@ echo "== bench_ops"; tail -32 "$OUT/bench_ops.txt"
 fi
 if [[ $PARTS == *rec* ]]; then
   C=configs/rec/svtrv2
-  for size in tiny base; do
+  for size in ${SIZES:-tiny base}; do
     python3 tools/bench_rec.py --configs $C/svtrv2_mamba_${size}_gtc_rctc.yml $C/svtrv2_${size}_gtc_rctc.yml --rctc \
       --json "$OUT/bench_rec_$size.json" ${REC_ARGS:-} > "$OUT/bench_rec_$size.txt" 2>&1 || true
     echo "== bench_rec $size"; grep -A30 "^NVIDIA" "$OUT/bench_rec_$size.txt" || tail -20 "$OUT/bench_rec_$size.txt"

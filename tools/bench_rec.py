@@ -4,8 +4,8 @@
         configs/rec/svtrv2/svtrv2_tiny_gtc_rctc.yml --rctc --json output/bench_rec_tiny.json
 
 Rows: train step (fwd + loss + bwd + AdamW) img/s in fp32 and bf16 autocast at B128 3x32x128 and
-B32 3x32x384; inference img/s at B128 (fp32, bf16); batch-1 latency (ms; eager, and replayed from a
-CUDA graph); and a long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events
+B32 3x32x384; inference img/s at B128 (fp32, bf16; eager, and replayed from a CUDA graph as
+``TextRecognizer(cuda_graphs=True)`` runs it); batch-1 latency (ms; eager and graph); and a long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events
 after warm-up, median of --iters. The last column is first/second (>1: the first is faster). On CPU
 (fewer, smaller rows) wall clock is used. ``--rctc`` swaps each config's head for the plain RCTC
 head and CTC loss (the setting of the perf anchors); ``--o`` overrides apply to both configs.
@@ -105,10 +105,11 @@ class Subject:
                 self.forward(images)
         return run
 
-    def graph_fn(self, width: int, amp):
+    def graph_fn(self, batch_size: int, width: int, amp):
+        """Inference replayed from a CUDA graph, as TextRecognizer(cuda_graphs=True) runs it."""
         self.model.eval()
-        runner = CudaGraphForward(self.model, (1, 3, 32, width), amp_dtype=amp)
-        images = torch.randn(1, 3, 32, width, device=self.device)
+        runner = CudaGraphForward(self.model, (batch_size, 3, 32, width), amp_dtype=amp)
+        images = torch.randn(batch_size, 3, 32, width, device=self.device)
         return lambda: runner(images)
 
 
@@ -121,6 +122,8 @@ def rows_for(device: torch.device, quick: bool):
     rows = [("train fp32 B128 32x128", "train", 128, 128, None), ("train bf16 B128 32x128", "train", 128, 128, bf16),
             ("train fp32 B32 32x384", "train", 32, 384, None), ("train bf16 B32 32x384", "train", 32, 384, bf16),
             ("infer fp32 B128 32x128", "infer", 128, 128, None), ("infer bf16 B128 32x128", "infer", 128, 128, bf16),
+            ("infer graph fp32 B128 32x128", "graph", 128, 128, None),
+            ("infer graph bf16 B128 32x128", "graph", 128, 128, bf16),
             ("latency fp32 B1 32x128", "latency", 1, 128, None), ("latency bf16 B1 32x128", "latency", 1, 128, bf16),
             ("latency graph fp32 B1 32x128", "graph", 1, 128, None),
             ("latency graph bf16 B1 32x128", "graph", 1, 128, bf16)]
@@ -144,8 +147,8 @@ def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]
         elif kind == "latency":
             ms = timer.median_ms(subject.infer_fn(1, width, amp))
         else:
-            ms = timer.median_ms(subject.graph_fn(width, amp))
-        out[name] = {"ms": ms, "img_s": 1000 * batch_size / ms, "unit": "ms" if kind in ("latency", "graph") else "img/s"}
+            ms = timer.median_ms(subject.graph_fn(batch_size, width, amp))
+        out[name] = {"ms": ms, "img_s": 1000 * batch_size / ms, "unit": "ms" if batch_size == 1 else "img/s"}
         if device.type == "cuda":
             torch.cuda.empty_cache()
     amp = torch.bfloat16 if device.type == "cuda" else None
