@@ -17,8 +17,9 @@
 //
 // Instruction count matters more than bytes here (the kernels were issue-bound, not memory-bound):
 // 32-bit index arithmetic, a predicate-free path for full chunks, and softplus / exp from the
-// hardware exp2 plus a short series instead of libdevice log1pf; in 16-bit the forward also stages
-// its inputs and output through shared-memory tiles (see kForwardStaged).
+// hardware exp2 plus a short series instead of libdevice log1pf (the hardware log2 for 16-bit data,
+// see log1p_unit); in 16-bit the forward also stages its inputs and output through shared-memory
+// tiles (see kForwardStaged).
 #include "tile_io.cuh"
 
 namespace openrec {
@@ -50,9 +51,20 @@ __device__ __forceinline__ float rcp(float x) {
   return y;
 }
 
-// log1p(w) for w in [0, 1], relative error ~3e-7: 2 atanh(s) with s = w / (2 + w) <= 1/3, odd
-// series to s^13 (the first omitted term is below 2e-8 of the result).
+__device__ __forceinline__ float lg2(float x) {  // log2(x), absolute error ~2^-22 near 1
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// log1p(w) for w in [0, 1]. kExact (fp32 data), relative error ~3e-7: 2 atanh(s) with
+// s = w / (2 + w) <= 1/3, odd series to s^13 (the first omitted term is below 2e-8 of the result).
+// Otherwise (16-bit data) the hardware log2 of 1 + w: absolute error ~2e-7, so relative error only
+// grows for w below ~1e-4, where dt = log1p(w) is too small to matter at 16-bit precision; half the
+// instructions of the series, and the recompute of dt is the bulk of the scan's arithmetic.
+template <bool kExact>
 __device__ __forceinline__ float log1p_unit(float w) {
+  if constexpr (!kExact) return lg2(1.f + w) * 0.6931471805599453f;
   const float s = w * rcp(2.f + w), s2 = s * s;
   float p = 1.f / 13.f;
   p = fmaf(p, s2, 1.f / 11.f);
@@ -69,12 +81,17 @@ __device__ __forceinline__ float log1p_unit(float w) {
 struct Discrete {
   float dt, sig;
 };
+template <bool kExact>
 __device__ __forceinline__ Discrete discretise(float z, bool softplus) {
   if (!softplus) return {z, 1.f};
   const float w = ex2(-fabsf(z) * kLog2e);
   const float inv = rcp(1.f + w);
-  return {fmaxf(z, 0.f) + log1p_unit(w), z >= 0.f ? inv : w * inv};
+  return {fmaxf(z, 0.f) + log1p_unit<kExact>(w), z >= 0.f ? inv : w * inv};
 }
+
+// fp32 data gets the exact softplus; 16-bit data the cheaper one (log1p_unit).
+template <typename T>
+constexpr bool kExactSoftplus = sizeof(T) == 4;
 
 // B and C of the current super-chunk, staged in shared memory as fp32 (they are the same for all
 // channels of a sequence).
@@ -108,7 +125,7 @@ __device__ __forceinline__ void read_column(const T (*tile)[kLanes], int chunk, 
 }
 
 // ------------------------------------------------------------------------------------------ forward
-template <bool kFull>
+template <bool kFull, bool kExact>
 __device__ __forceinline__ void forward_local(const float (&uu)[kItems], float (&decay)[kItems], float (&drive)[kItems],
                                               const float* __restrict__ bb, int n_valid, float a2, float bias_d,
                                               bool softplus, float& prod, float& h) {
@@ -117,7 +134,7 @@ __device__ __forceinline__ void forward_local(const float (&uu)[kItems], float (
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     if (kFull || i < n_valid) {
-      const float dt = discretise(decay[i] + bias_d, softplus).dt;  // decay[] holds the raw delta on entry
+      const float dt = discretise<kExact>(decay[i] + bias_d, softplus).dt;  // raw delta on entry
       decay[i] = ex2(dt * a2);
       drive[i] = dt * bb[i] * uu[i];
     } else {  // identity element in the padded tail
@@ -207,8 +224,8 @@ __global__ void __launch_bounds__(kThreads, kForwardBlocksPerSM)
     const float* bb = s_B + chunk * kItems;  // this chunk's B and C (shared-memory broadcasts)
     const float* cc = s_C + chunk * kItems;
     float prod, h;
-    if (full) forward_local<true>(uu, decay, drive, bb, n_valid, a2, bias_d, s.softplus, prod, h);
-    else forward_local<false>(uu, decay, drive, bb, n_valid, a2, bias_d, s.softplus, prod, h);
+    if (full) forward_local<true, kExactSoftplus<T>>(uu, decay, drive, bb, n_valid, a2, bias_d, s.softplus, prod, h);
+    else forward_local<false, kExactSoftplus<T>>(uu, decay, drive, bb, n_valid, a2, bias_d, s.softplus, prod, h);
     s_prod[chunk][lane] = prod;
     s_end[chunk][lane] = h;
     __syncthreads();  // input tiles consumed; chunk summaries visible
@@ -235,16 +252,17 @@ __global__ void __launch_bounds__(kThreads, kForwardBlocksPerSM)
 }
 
 // ----------------------------------------------------------------------------------------- backward
-// Recomputes the chunk's forward from its starting state h: dt, sigmoid(z), h_{t-1}.
-template <bool kFull>
+// Recomputes the chunk's forward from its starting state h: dt, sigmoid(z), h_{t-1}; h ends as the
+// chunk's end state.
+template <bool kFull, bool kExact>
 __device__ __forceinline__ void backward_recompute(const float (&uu)[kItems], float (&dtv)[kItems], float (&sig)[kItems],
                                                    float (&hprev)[kItems], const float* __restrict__ bb, int n_valid,
-                                                   float a2, float bias_d, bool softplus, float h) {
+                                                   float a2, float bias_d, bool softplus, float& h) {
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     float decay = 1.f, drive = 0.f;
     if (kFull || i < n_valid) {
-      const Discrete q = discretise(dtv[i] + bias_d, softplus);  // dtv[] holds the raw delta on entry
+      const Discrete q = discretise<kExact>(dtv[i] + bias_d, softplus);  // raw delta on entry
       dtv[i] = q.dt;
       sig[i] = q.sig;
       decay = ex2(q.dt * a2);
@@ -277,11 +295,12 @@ struct Sums {
 
 // The adjoint pass over the chunk, from the lambda entering it from the right (`next`): writes du,
 // ddelta and the per-item channel-sum inputs, accumulates the time sums, and returns the lambda
-// (times decay) that leaves the chunk to the left.
+// (times decay) that leaves the chunk to the left. h_t is read from hprev[t + 1] (h_end for the
+// last item), not recomputed.
 template <bool kFull, typename T>
 __device__ __forceinline__ float backward_store(T* __restrict__ dup, T* __restrict__ ddp, int stride, int n_valid,
                                                const float (&uu)[kItems], const float (&dtv)[kItems],
-                                               const float (&sig)[kItems], const float (&hprev)[kItems],
+                                               const float (&sig)[kItems], const float (&hprev)[kItems], float h_end,
                                                const float (&gyv)[kItems], const float* __restrict__ bb,
                                                const float* __restrict__ cc, float a, float a2, float skip, float next,
                                                float (*red_b)[kLanes + 1], float (*red_c)[kLanes + 1], Sums& acc) {
@@ -303,7 +322,7 @@ __device__ __forceinline__ float backward_store(T* __restrict__ dup, T* __restri
     acc.dA = fmaf(lam_h_decay, dtv[i], acc.dA);
     acc.dD = fmaf(gyv[i], uu[i], acc.dD);
     acc.dbias += dz;
-    const float h_t = fmaf(decay, hprev[i], dtv[i] * bb[i] * uu[i]);
+    const float h_t = i + 1 < kItems ? hprev[i + 1] : h_end;
     red_b[i][lane] = lam_dt * uu[i];
     red_c[i][lane] = gyv[i] * h_t;
     next = decay * lam;
@@ -353,13 +372,13 @@ __global__ void __launch_bounds__(kThreads, kBackwardBlocksPerSM)
       load_column<false>(delta + o0, dim, n_valid, dtv);
       load_column<false>(grad_y + o0, dim, n_valid, gyv);
     }
-    const float h0 = n_valid > 0 ? sb[static_cast<int64_t>(t0 / kItems) * dim] : 0.f;
+    float h = n_valid > 0 ? sb[static_cast<int64_t>(t0 / kItems) * dim] : 0.f;  // chunk start, then end
     stage_bc(Bm, Cm, s, base, L, s_B, s_C);
     __syncthreads();  // s_B / s_C staged; the later super-chunk's s_carry is visible
     const float* bb = s_B + chunk * kItems;
     const float* cc = s_C + chunk * kItems;
-    if (full) backward_recompute<true>(uu, dtv, sig, hprev, bb, n_valid, a2, bias_d, s.softplus, h0);
-    else backward_recompute<false>(uu, dtv, sig, hprev, bb, n_valid, a2, bias_d, s.softplus, h0);
+    if (full) backward_recompute<true, kExactSoftplus<T>>(uu, dtv, sig, hprev, bb, n_valid, a2, bias_d, s.softplus, h);
+    else backward_recompute<false, kExactSoftplus<T>>(uu, dtv, sig, hprev, bb, n_valid, a2, bias_d, s.softplus, h);
     float first, prod;
     backward_local(dtv, gyv, cc, a2, first, prod);
     s_prod[chunk][lane] = prod;
@@ -367,10 +386,10 @@ __global__ void __launch_bounds__(kThreads, kBackwardBlocksPerSM)
     __syncthreads();
     float next = s_carry[lane];
     for (int j = kChunks - 1; j > chunk; --j) next = fmaf(s_prod[j][lane], next, s_first[j][lane]);
-    next = full ? backward_store<true>(du + o0, ddelta + o0, dim, n_valid, uu, dtv, sig, hprev, gyv, bb, cc, a, a2,
+    next = full ? backward_store<true>(du + o0, ddelta + o0, dim, n_valid, uu, dtv, sig, hprev, h, gyv, bb, cc, a, a2,
                                        skip, next, s_red[chunk][0], s_red[chunk][1], acc)
-                : backward_store<false>(du + o0, ddelta + o0, dim, n_valid, uu, dtv, sig, hprev, gyv, bb, cc, a, a2,
-                                        skip, next, s_red[chunk][0], s_red[chunk][1], acc);
+                : backward_store<false>(du + o0, ddelta + o0, dim, n_valid, uu, dtv, sig, hprev, h, gyv, bb, cc, a,
+                                        a2, skip, next, s_red[chunk][0], s_red[chunk][1], acc);
     __syncwarp();
     {  // each (dB or dC, item) pair's sum over the 32 channels: kSplit lanes add a share each, then shuffle
       constexpr int kPairs = 2 * kItems, kSplit = kLanes / kPairs, kShare = kLanes / kSplit;
