@@ -5,8 +5,9 @@
 
 Rows: train step (fwd + loss + bwd + AdamW) img/s in fp32 and bf16 autocast at B128 3x32x128 and
 B32 3x32x384; inference img/s at B128 (fp32, bf16; eager, and replayed from a CUDA graph as
-``TextRecognizer(cuda_graphs=True)`` runs it); batch-1 latency (ms; eager and graph); and a long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events
-after warm-up, median of --iters. The last column is first/second (>1: the first is faster). On CPU
+``TextRecognizer(cuda_graphs=True)`` runs it); batch-1 latency (ms; eager and graph); and a
+long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events after warm-up,
+median of --iters. The last column is first/second (>1: the first is faster). On CPU
 (fewer, smaller rows) wall clock is used. ``--rctc`` swaps each config's head for the plain RCTC
 head and CTC loss (the setting of the perf anchors); ``--o`` overrides apply to both configs.
 """
