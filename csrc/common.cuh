@@ -30,15 +30,20 @@ template <typename T> __device__ __forceinline__ T from_float(float v) { return 
 // Elements of T in one 16-byte vector.
 template <typename T> constexpr int kVec16 = 16 / sizeof(T);
 
+// The kVec16<T> elements of a packed 16-byte vector, as floats.
+template <typename T>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&v)[kVec16<T>]) {
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kVec16<T>; ++j) v[j] = to_float(e[j]);
+}
+
 // Loads VEC elements starting at p: one 16-byte load when VEC elements make 16 bytes (the caller
 // guarantees contiguity and alignment), otherwise VEC scalar loads `stride` apart.
 template <typename T, int VEC>
 __device__ __forceinline__ void load_vec(const T* __restrict__ p, int64_t stride, float (&v)[VEC]) {
   if constexpr (VEC * sizeof(T) == 16) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-    const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) v[j] = to_float(e[j]);
+    unpack<T>(__ldg(reinterpret_cast<const uint4*>(p)), v);
   } else {
 #pragma unroll
     for (int j = 0; j < VEC; ++j) v[j] = to_float(p[j * stride]);

@@ -69,13 +69,6 @@ __device__ __forceinline__ void load_corners_raw(const T* __restrict__ base, con
     raw[k] = cr.valid[k] ? __ldg(reinterpret_cast<const uint4*>(base + cr.x_off[k])) : make_uint4(0, 0, 0, 0);
 }
 
-template <typename T>
-__device__ __forceinline__ void unpack(const uint4& raw, float (&v)[kVec16<T>]) {
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int j = 0; j < kVec16<T>; ++j) v[j] = to_float(e[j]);
-}
-
 // Bilinear blend of the corners; NaN for a non-finite offset, as the reference gives.
 template <int VEC>
 __device__ __forceinline__ void blend_corners(const Corners& cr, const float (&val)[4][VEC], float (&acc)[VEC]) {
@@ -248,7 +241,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_kernel(const T* __res
 // 16-byte vector of one (pixel, group), so a warp's loads and stores cover contiguous 512-byte rows.
 // Every thread of a group recomputes the corner weights (cheap) instead of sharing them. The corner
 // vectors stay packed until the blend: in 16-bit that halves their registers (more warps resident;
-// bf16 forward 0.0181 -> 0.0174 ms at B256 C256 4x32 on an H100).
+// bf16 forward 0.0181 -> 0.0171 ms at B256 C256 4x32 on an H100, perf note 18).
 // Index is uint32_t when every index fits (the usual case: 64-bit division is several times slower).
 template <typename T, typename OT, typename Index>
 __global__ void __launch_bounds__(256) das_forward_vec_kernel(const T* __restrict__ x, const OT* __restrict__ offset,
@@ -297,7 +290,7 @@ __global__ void __launch_bounds__(256) das_backward_offset_vec_kernel(
   const T* xb = x + static_cast<int64_t>(n) * s.stride_n + static_cast<int64_t>(g) * s.group_channels + v * VEC;
   float go[VEC];
   load_vec<T, VEC>(grad_out + static_cast<int64_t>(pg) * s.group_channels + v * VEC, 1, go);
-  uint4 raw[4];  // packed corners: fewer registers, more resident warps (bf16 f+b 0.0655 -> 0.0614 ms)
+  uint4 raw[4];  // packed corners: fewer registers, more resident warps (bf16 f+b 0.0655 -> 0.0608 ms)
   load_corners_raw(xb, cr, raw);
   float dot[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
