@@ -154,3 +154,26 @@ def test_layer_norm_is_nn_layer_norm_on_cpu():
     torch.testing.assert_close(norm(x), ref(x), rtol=0, atol=0)
     m = torch.randn(2, 6, 3, 4)
     torch.testing.assert_close(LayerNorm2d(6)(m), torch.nn.functional.layer_norm(m.permute(0, 2, 3, 1), (6,)).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("optimizer", ["fused", "foreach"])
+def test_layer_norm_bf16_copies_follow_every_optimizer_step(optimizer):
+    # The bf16 copies of weight and bias are cached for inference. Fused AdamW updates parameters
+    # without bumping their version counters; a cache keyed on versions alone once served the
+    # step-1000 weights to every later evaluation of a training run.
+    from openrec.modeling.common import LayerNorm
+    norm = LayerNorm(8).eval()
+    opt = torch.optim.AdamW(norm.parameters(), lr=0.1, **{optimizer: True})
+    with torch.no_grad():
+        before = norm._bf16_affine()
+        assert norm._bf16_affine()[0] is before[0]  # cached while nothing changes
+    for p in norm.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    with torch.no_grad():
+        weight, bias = norm._bf16_affine()
+    assert torch.equal(weight, norm.weight.detach().to(torch.bfloat16)) and not torch.equal(weight, before[0])
+    assert torch.equal(bias, norm.bias.detach().to(torch.bfloat16))
+    norm.load_state_dict({"weight": torch.full((8,), 3.0), "bias": torch.zeros(8)})
+    with torch.no_grad():
+        assert torch.equal(norm._bf16_affine()[0], torch.full((8,), 3.0, dtype=torch.bfloat16))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates"]
 
@@ -100,6 +101,17 @@ class ConvBNLayer(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+_optimizer_steps = 0  # bumped after every optimizer step: see LayerNorm._bf16_affine
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` that keeps bf16 under CUDA bf16 autocast: it takes and returns bf16 (the kernel
     still accumulates its statistics in fp32). Plain autocast runs LayerNorm in fp32, which costs a
@@ -113,13 +125,20 @@ class LayerNorm(nn.LayerNorm):
                 return F.layer_norm(x.to(torch.bfloat16), self.normalized_shape, weight, bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_bf16_cache", None)  # every switch (model.eval() before an evaluation) recasts
+        return super().train(mode)
+
     def _bf16_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """bf16 copies of weight and bias: cast on every call when gradients flow (the casts are part
-        of the graph); cached between calls without grad until the parameters change (inference)."""
+        of the graph); cached between calls without grad (inference) until the parameters change.
+        A change is a new version of a parameter (copy_, load_state_dict, in-place arithmetic) or any
+        optimizer step: fused AdamW updates parameters without bumping their version counters, and a
+        cache keyed on versions alone served stale weights to evaluations during training."""
         params = (self.weight, self.bias)
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return tuple(None if p is None else p.to(torch.bfloat16) for p in params)
-        key = tuple(None if p is None else (p.data_ptr(), p._version) for p in params)
+        key = (_optimizer_steps,) + tuple(None if p is None else (p.data_ptr(), p._version) for p in params)
         cached = self.__dict__.get("_bf16_cache")
         if cached is None or cached[0] != key:
             cached = (key, tuple(None if p is None else p.detach().to(torch.bfloat16) for p in params))
