@@ -66,7 +66,8 @@ def validate_section(cfg: dict, where: str) -> dict:
                 raise ConfigError(f"{here}.preset: unknown preset {entry['preset']!r} (accepted: {', '.join(PRESETS)})")
             for d in entry.get("font_dirs") or []:
                 if not os.path.isdir(d):
-                    raise ConfigError(f"{here}.font_dirs: folder not found: {d}")
+                    raise ConfigError(f"{here}.font_dirs: folder not found: {d} (the recipe's fonts: python "
+                                      "scripts/fetch_fonts.py --out data/fonts --manifest configs/rec/svtrv2/fonts_manifest.tsv)")
         if not 0.0 < entry.get("fraction", 1.0) <= 1.0:
             raise ConfigError(f"{here}.fraction must be in (0, 1], got {entry['fraction']}")
         repeat = entry.get("repeat", 1)

@@ -69,7 +69,9 @@ class RecDataset(torch.utils.data.Dataset):
         except (DecodeError, LabelRejected) as e:
             return {"skip": e.reason}
         except Exception as e:  # anything else in one record must not kill a long run; it is counted
-            return {"skip": f"error:{type(e).__name__}"}
+            # with the start of its message, so that a skip count in the log can be traced to a cause
+            message = " ".join(str(e).split())[:60]
+            return {"skip": f"error:{type(e).__name__}" + (f": {message}" if message else "")}
 
 
 def collate_samples(samples: list[dict]) -> dict:
