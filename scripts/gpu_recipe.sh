@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The real-text recipe on a lent GPU machine (one H100/H200), from the repo root, carrying .whl and
-# .gpudata (scripts/prepare_gpu_carry.sh). Results go to $OUT.
-#   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant, side by
-#                                         # side; scored on the real training splits (held out here) + benchmarks
+# .carry (scripts/prepare_gpu_carry.sh: the LMDBs and wordfreq data as .carry/gpudata.tar.xz, the
+# fonts of scripts/fetch_fonts.py as .carry/fonts.tar.xz; compressed, the working tree fits the
+# device tool's 64 MiB). Results go to $OUT.
+#   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant (VARIANTS), side
+#                                         # by side; scored on the real training splits (held out here) + benchmarks
+#   bash scripts/gpu_recipe.sh throughput # loader img/s (7 and 15 workers) and the model's train step at batch 256
 #   bash scripts/gpu_recipe.sh start      # both recipe configs side by side in the background (setsid), then
 #                                         # watch them for WATCH seconds (CONFIGS, RECIPE_ARGS, SUFFIX: a variant)
 #   bash scripts/gpu_recipe.sh finish     # watch until both end, then eval_rec, releases and a results tarball
@@ -14,6 +17,13 @@ MODE=${1:?mode}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/.gpudata/site:$PWD PYTHONUNBUFFERED=1
+for tarball in .carry/*.tar.xz; do  # unpacked once per machine; a warm machine keeps them
+  pack=$(basename $tarball .tar.xz)
+  if [ ! -f .gpudata/$pack.unpacked ]; then  # font packs go beside the LMDBs: data/fonts*
+    mkdir -p .gpudata && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+      $tarball $([ $pack = gpudata ] && echo .gpudata || echo .gpudata/data) && touch .gpudata/$pack.unpacked
+  fi
+done
 ln -sfn .gpudata/data data
 if ! ls openrec/_C*.so >/dev/null 2>&1; then
   export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16
@@ -29,23 +39,27 @@ BENCH="{type: lmdb, path: data/benchmarks/IIIT5k_3000}, {type: lmdb, path: data/
 REAL_TEXT="text_mix: [0.8, 0.05, 0.1, 0.05, 0.0], case_weights: [0.25, 0.25, 0.5], word_temperature: 0.9, max_random_len: 8"
 
 watch_runs() {  # $1 = seconds; prints the last log line of each run every minute; returns early when all ended
-  local until=$(( $(date +%s) + $1 ))
+  # (RUNS: only the run of that name, in finish as well: one run can be evaluated while the other trains)
+  local until=$(( $(date +%s) + $1 )) tick=0
   while [ "$(date +%s)" -lt $until ]; do
-    sleep 60
+    sleep 15; tick=$(( tick + 1 ))
+    pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null || break
+    [ $(( tick % 4 )) = 0 ] || continue
     for r in output/recipe/*/; do printf '%s: %s\n' "$(basename $r)" "$(grep -E 'step [0-9]+/' $r/train.log 2>/dev/null | tail -1 | cut -c1-110)"; done
-    pgrep -f "tools/train_rec.py" >/dev/null || break
   done
 }
 
 if [ "$MODE" = ablation ]; then
   STEPS=${STEPS:-1500}
+  rm -rf output/ablation  # a warm machine keeps the last ablation's runs
   declare -A STYLE=(
     [default]="preset: default"
     [scene]="preset: scene"
     [scene_real_text]="preset: scene, style: {$REAL_TEXT}"
     [scene_real_text_uniform_colour]="preset: scene, style: {$REAL_TEXT, color_mode: uniform}"
+    [scene_fonts]="preset: scene, font_dirs: [data/fonts]"  # the recipe's fonts (.carry/fonts.tar.xz)
   )
-  for v in "${!STYLE[@]}"; do
+  for v in ${VARIANTS:-default scene scene_real_text scene_real_text_uniform_colour}; do
     python3 tools/train_rec.py --c $C/svtrv2_mamba_tiny_real.yml --o Global.max_steps=$STEPS Global.max_minutes=${MINUTES:-7} \
       Global.eval_every=null Global.save_every=null Global.log_every=100 Global.plot=false Global.use_tensorboard=false \
       "Train.datasets=[{type: synth, num_samples: 300000, seed: 0, ${STYLE[$v]}}]" Train.batch_size=128 \
@@ -53,9 +67,18 @@ if [ "$MODE" = ablation ]; then
       Global.output_dir=output/ablation/$v > "$OUT/ablation_$v.log" 2>&1 &
   done
   wait
-  for v in "${!STYLE[@]}"; do grep -E "step [0-9]+/" "$OUT/ablation_$v.log" | tail -1 | cut -c1-120; done
+  for v in ${VARIANTS:-${!STYLE[@]}}; do grep -E "step [0-9]+/" "$OUT/ablation_$v.log" | tail -1 | cut -c1-120; done
   python3 scripts/summarize_runs.py output/ablation/* --sets IIIT5k_train_2000 SVT_train_257 IC15_train_4468 \
     --json "$OUT/ablation.json"
+elif [ "$MODE" = throughput ]; then
+  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do
+    for w in 7 15; do
+      echo "$cfg loader, $w workers:"; python3 tools/bench_data.py --c $C/$cfg.yml --o Train.num_workers=$w ${RECIPE_ARGS:-} \
+        --batches 60 --warmup 10 2>&1 | tail -1
+    done
+    echo "$cfg train step, B256 32x128 bf16:"
+    python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 2>&1 | tail -1
+  done
 elif [ "$MODE" = start ]; then
   mkdir -p output/recipe
   for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real svtrv2_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
@@ -65,9 +88,12 @@ elif [ "$MODE" = start ]; then
   watch_runs ${WATCH:-500}
 elif [ "$MODE" = finish ]; then
   watch_runs ${WATCH:-560}
-  if pgrep -f "tools/train_rec.py" >/dev/null; then echo "still training"; exit 3; fi
+  if pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null; then  # the logs so far come back
+    tar -czf "$OUT/progress.tar.gz" output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null
+    echo "still training"; exit 3
+  fi
   mkdir -p "$OUT/results"
-  for R in output/recipe/*/; do
+  for R in output/recipe/${RUNS:-*}/; do
     R=${R%/}; name=$(basename $R)
     [ -f $R/latest.pth ] || continue
     tail -n 3 $R.stdout
@@ -78,5 +104,5 @@ elif [ "$MODE" = finish ]; then
       [ -f $R/$f ] && cp $R/$f "$OUT/results/${name}_$f"; done
   done
   python3 scripts/summarize_runs.py output/recipe/*/ --sets IIIT5k_3000 SVT_647 IC13_857 | tee "$OUT/results/summary.txt"
-  tar -C "$OUT" -czf "$OUT/results.tar.gz" results && rm -rf "$OUT/results"
+  tar -C "$OUT" -czf "$OUT/results${RUNS:+_$RUNS}.tar.gz" results && rm -rf "$OUT/results"
 fi

@@ -2,11 +2,15 @@
 # Prepares what scripts/gpu_train_check.sh needs on a lent GPU machine that has no package index:
 #   .whl/      wheels for Python 3.12 of what its image lacks (lmdb, wordfreq's dependencies, font packages)
 #   .gpudata/  site/wordfreq (English data only: the full wheel is 57 MB) and data/ (the LMDBs from ../shared)
-# Both folders are git-ignored (.git/info/exclude) and passed with the device tool's `carry`.
+#   .carry/    gpudata.tar.xz (.gpudata compressed: LMDB pages are half padding) and fonts.tar.xz (the
+#              fonts of scripts/fetch_fonts.py, when FONTS=1); the recipe script unpacks them
+# The folders are git-ignored (.git/info/exclude) and passed with the device tool's `carry`: .whl and
+# .carry for the recipe (the tree, the wheels and .gpudata uncompressed exceed the tool's 64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .git/info .whl .gpudata/site .gpudata/data
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || printf '/.whl/\n/.gpudata/\n' >> .git/info/exclude
+grep -qx '/.carry/' .git/info/exclude 2>/dev/null || printf '/.carry/\n' >> .git/info/exclude
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
   lmdb==3.0.0 ftfy==6.3.1 langcodes==3.5.1 locate==1.1.1 msgpack==1.2.4 regex wcwidth
@@ -20,4 +24,10 @@ for d in benchmarks/IIIT5k_3000 benchmarks/SVT_647 benchmarks/IC13_857 \
          real_train/IIIT5k_train_2000 real_train/SVT_train_257 real_train/IC15_train_4468; do
   mkdir -p ".gpudata/data/$(dirname $d)" && rm -rf ".gpudata/data/$d" && cp -r "../shared/$d" ".gpudata/data/$d"
 done
-du -sh .whl .gpudata
+mkdir -p .carry
+tar -C .gpudata -cf - data site | xz -9 -T0 > .carry/gpudata.tar.xz
+if [ "${FONTS:-0}" = 1 ]; then  # pinned by the manifest committed beside the recipe configs
+  rm -rf .carry/fonts && python3 scripts/fetch_fonts.py --out .carry/fonts --manifest configs/rec/svtrv2/fonts_manifest.tsv
+  tar -C .carry -cf - fonts | xz -9 -T0 > .carry/fonts.tar.xz && rm -rf .carry/fonts
+fi
+du -sh .whl .gpudata .carry/*
