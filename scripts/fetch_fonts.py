@@ -5,9 +5,10 @@
     python scripts/fetch_fonts.py --out DIR [--seed 0] [--scale 1.0] [--jobs 8]    # a fresh selection
     # then: {type: synth, ..., font_dirs: [DIR]}
 
-Why: the engine's default fonts (matplotlib's and the font-* wheels) are about 100 files from 15 families; real scene text is set in far more faces. The selection draws families per category
-(sans-serif, serif, monospace) with fixed quotas, one file per family (regular
-or bold, sometimes italic), seeded, from a pinned metadata package; each npm package is pinned by the
+Why: the engine's default fonts (matplotlib's and the font-* wheels) are about 100 files from 15
+families; real scene text is set in far more faces. The selection draws families per category
+(sans-serif, serif, monospace) with fixed quotas, one file per family (regular or bold, sometimes
+italic), seeded, from a pinned metadata package; each npm package is pinned by the
 version resolved on the first run and written to MANIFEST.tsv, which a later run with --manifest
 reproduces exactly. Files whose glyphs cannot carry a case-sensitive label are dropped: lower case
 drawn as capitals or small capitals, and letters that render blank or identical to each other.
@@ -27,6 +28,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from openrec.data.synth.fonts import font_covers  # noqa: E402
 
 METADATA = "google-font-metadata@6.0.8"
 # Text faces only: with display (100) and handwriting (50) faces added as well, the engine ablation
@@ -100,11 +107,7 @@ def subset_to_ttf(woff: bytes) -> bytes:
 def unusable_reason(path: str) -> str | None:
     """Why a face cannot carry case-sensitive labels, or None: missing glyphs, blank letters, lower
     case drawn as (small) capitals, or most letters identical to each other."""
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
-    from fontTools.ttLib import TTFont
-    cmap = TTFont(path).getBestCmap() or {}
-    if any(ord(c) not in cmap for c in CHARS.strip()):
+    if not font_covers(path, CHARS):
         return "missing_glyphs"
     font = ImageFont.truetype(path, 48)
 
@@ -114,21 +117,21 @@ def unusable_reason(path: str) -> str | None:
         a = np.asarray(img) > 96
         ys, xs = np.nonzero(a)
         if len(ys) == 0:
-            return None, 0
+            return None
         crop = Image.fromarray((a[ys.min():ys.max() + 1, xs.min():xs.max() + 1] * 255).astype(np.uint8))
-        return np.asarray(crop.resize((16, 16), Image.BILINEAR), dtype=np.float32) / 255.0, ys.max() - ys.min() + 1
+        return np.asarray(crop.resize((16, 16), Image.BILINEAR), dtype=np.float32) / 255.0
 
     letters = string.ascii_letters + string.digits
     shapes = {c: glyph(c) for c in letters}
-    if any(s[0] is None for s in shapes.values()):
+    if any(s is None for s in shapes.values()):
         return "blank_glyph"
     # Lower case that matches its capital in shape (after size normalisation) for letters whose
     # cases differ in any ordinary face: a caps or small-caps font.
     distinct = "abdegnqrt"
-    same = sum(float(np.abs(shapes[c][0] - shapes[c.upper()][0]).mean()) < 0.12 for c in distinct)
+    same = sum(float(np.abs(shapes[c] - shapes[c.upper()]).mean()) < 0.12 for c in distinct)
     if same >= 6:
         return "caps_only"
-    flat = np.stack([shapes[c][0].ravel() for c in letters])
+    flat = np.stack([shapes[c].ravel() for c in letters])
     dist = np.abs(flat[:, None, :] - flat[None, :, :]).mean(-1)
     np.fill_diagonal(dist, 1.0)
     if (dist.min(1) < 0.02).mean() > 0.3:  # many letters drawn alike (a decorative or placeholder face)
@@ -141,12 +144,13 @@ def fetch_family(fid: str, weight: str, style: str, version: str | None, out: st
     tgz = npm_pack(spec, tmp)
     version = os.path.basename(tgz).rsplit("-", 1)[-1].removesuffix(".tgz")
     member = f"package/files/{fid}-latin-{weight}-{style}.woff"
-    with tarfile.open(tgz) as tar:
-        try:
+    try:
+        with tarfile.open(tgz) as tar:
             data = tar.extractfile(member).read()
-        except KeyError:
-            return fid, version, None, "no_latin_woff"
-    os.remove(tgz)
+    except KeyError:
+        return fid, version, None, "no_latin_woff"
+    finally:
+        os.remove(tgz)
     name = f"{fid}-{weight}-{style}.ttf"
     path = os.path.join(out, name)
     with open(path, "wb") as f:
@@ -160,8 +164,6 @@ def fetch_family(fid: str, weight: str, style: str, version: str | None, out: st
 
 def signature(path: str):
     """A coarse rendering of a pangram-like string: two files with the same design match closely."""
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
     font = ImageFont.truetype(path, 32)
     img = Image.new("L", (900, 48), 0)
     ImageDraw.Draw(img).text((4, 4), "Hamburgefonstiv QRXZ 0123", fill=255, font=font)
@@ -169,17 +171,17 @@ def signature(path: str):
 
 
 def run_jobs(jobs: list, out: str, tmp: str, workers: int, kept: list, dropped: dict, signatures: list) -> None:
+    """Downloads in parallel; results are taken in job order, so which of two duplicate designs is
+    kept does not depend on download timing."""
     with cf.ThreadPoolExecutor(workers) as pool:
-        futures = {pool.submit(fetch_family, fid, w, s, v, out, tmp): (fid, w, s) for fid, w, s, v in jobs}
-        for fut in cf.as_completed(futures):
-            fid, w, s = futures[fut]
+        futures = [pool.submit(fetch_family, fid, w, s, v, out, tmp) for fid, w, s, v in jobs]
+        for fut, (fid, w, s, _) in zip(futures, jobs):
             try:
                 _, version, name, reason = fut.result()
             except Exception as e:  # one package failing must not lose the others
                 version, name = "", None
                 reason = "not_on_npm" if "404" in str(e) else f"error:{type(e).__name__}"
             if name:
-                import numpy as np
                 sig = signature(os.path.join(out, name))
                 if any(float(np.abs(sig - other).mean()) < 0.01 for other in signatures):
                     os.remove(os.path.join(out, name))

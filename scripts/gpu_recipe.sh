@@ -59,7 +59,8 @@ if [ "$MODE" = ablation ]; then
     [scene_real_text_uniform_colour]="preset: scene, style: {$REAL_TEXT, color_mode: uniform}"
     [scene_fonts]="preset: scene, font_dirs: [data/fonts]"  # the recipe's fonts (.carry/fonts.tar.xz)
   )
-  for v in ${VARIANTS:-default scene scene_real_text scene_real_text_uniform_colour}; do
+  VARIANTS=${VARIANTS:-default scene scene_real_text scene_real_text_uniform_colour}
+  for v in $VARIANTS; do
     python3 tools/train_rec.py --c $C/svtrv2_mamba_tiny_real.yml --o Global.max_steps=$STEPS Global.max_minutes=${MINUTES:-7} \
       Global.eval_every=null Global.save_every=null Global.log_every=100 Global.plot=false Global.use_tensorboard=false \
       "Train.datasets=[{type: synth, num_samples: 300000, seed: 0, ${STYLE[$v]}}]" Train.batch_size=128 \
@@ -67,7 +68,7 @@ if [ "$MODE" = ablation ]; then
       Global.output_dir=output/ablation/$v > "$OUT/ablation_$v.log" 2>&1 &
   done
   wait
-  for v in ${VARIANTS:-${!STYLE[@]}}; do grep -E "step [0-9]+/" "$OUT/ablation_$v.log" | tail -1 | cut -c1-120; done
+  for v in $VARIANTS; do grep -E "step [0-9]+/" "$OUT/ablation_$v.log" | tail -1 | cut -c1-120; done
   python3 scripts/summarize_runs.py output/ablation/* --sets IIIT5k_train_2000 SVT_train_257 IC15_train_4468 \
     --json "$OUT/ablation.json"
 elif [ "$MODE" = throughput ]; then
