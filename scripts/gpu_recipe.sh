@@ -6,10 +6,15 @@
 #   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant (VARIANTS), side
 #                                         # by side; scored on the real training splits (held out here) + benchmarks
 #   bash scripts/gpu_recipe.sh throughput # loader img/s (7 and 15 workers) and the model's train step at batch 256
-#   bash scripts/gpu_recipe.sh start      # both recipe configs side by side in the background (setsid), then
-#                                         # watch them for WATCH seconds (CONFIGS, RECIPE_ARGS, SUFFIX: a variant)
-#   bash scripts/gpu_recipe.sh finish     # watch until both end, then eval_rec, releases and a results tarball
-# A lent machine is held at most 30 minutes: start and finish must run on the same one, back to back.
+#   bash scripts/gpu_recipe.sh start      # the recipe config(s) in CONFIGS in the background (setsid), then
+#                                         # watch them for WATCH seconds (RECIPE_ARGS, SUFFIX: a variant). The
+#                                         # recipe's 15 loader workers take the whole machine: one run at a time
+#   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec, releases
+#                                         # (RELEASE=name) and a results tarball
+# A lent machine is held at most 30 minutes and goes back 30 s after a call ends: start and finish must
+# run on the same one, in calls that follow each other at once. Both twins, one after the other:
+#   CONFIGS=svtrv2_mamba_tiny_real bash scripts/gpu_recipe.sh start; (watch calls); RUNS=svtrv2_mamba_tiny_real \
+#   RELEASE=svtrv2_mamba_tiny_real bash scripts/gpu_recipe.sh finish; CONFIGS=svtrv2_tiny_real bash scripts/gpu_recipe.sh start
 # The lr-matched Mamba run of README:
 #   CONFIGS=svtrv2_mamba_tiny_real SUFFIX=_lr5e-4 RECIPE_ARGS="Optimizer.lr=0.0005" bash scripts/gpu_recipe.sh start
 set -uo pipefail
@@ -82,7 +87,7 @@ elif [ "$MODE" = throughput ]; then
   done
 elif [ "$MODE" = start ]; then
   mkdir -p output/recipe
-  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real svtrv2_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
+  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
     setsid nohup python3 tools/train_rec.py --c $C/$cfg.yml --o Global.output_dir=output/recipe/$cfg${SUFFIX:-} \
       Global.use_tensorboard=false ${RECIPE_ARGS:-} > output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &
   done

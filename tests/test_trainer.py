@@ -81,6 +81,16 @@ def test_outputs_best_checkpoint_and_eval(tmp_path):
     assert "optimizer" not in best and set(best["model"]) == set(trainer.raw_model.state_dict())
 
 
+@pytest.mark.parametrize("each_epoch", [True, False])
+def test_epoch_end_evaluation_can_be_turned_off(tmp_path, each_epoch):
+    trainer = Trainer(tiny_config(tmp_path, max_steps=15, eval_each_epoch=each_epoch))
+    per_epoch = trainer.steps_per_epoch
+    assert per_epoch < 15  # the run crosses an epoch boundary
+    trainer.train()
+    steps = [r["step"] for r in history(tmp_path, "eval")]
+    assert steps == ([per_epoch, 15] if each_epoch else [15])  # the final evaluation always runs
+
+
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path):
     from openrec.engine.trainer import TrainingStopped
     trainer = Trainer(tiny_config(tmp_path, max_bad_steps=3))

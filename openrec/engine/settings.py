@@ -27,7 +27,8 @@ class GlobalSettings:
     grad_clip: float | None = None
     ema_decay: float | None = None             # evaluate/save EMA weights when set
     log_every: int = 10
-    eval_every: int | None = None              # steps; evaluation also runs after every epoch
+    eval_every: int | None = None              # steps; evaluation also runs after every epoch ...
+    eval_each_epoch: bool = True               # ... unless this is false (epochs of a synthetic mix are arbitrary)
     save_every: int | None = None              # steps between latest.pth writes (also after every epoch)
     checkpoints: str | None = None             # resume from this checkpoint (exactly)
     pretrained_model: str | None = None        # load weights only, non-strictly

@@ -284,7 +284,8 @@ class Trainer:
                     break
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0
-                self._evaluate_and_record(recorder, self.state["global_step"])
+                if s.eval_each_epoch or finished:
+                    self._evaluate_and_record(recorder, self.state["global_step"])
                 self.save("latest.pth")
             if self.state["batch_in_epoch"] != 0:  # stopped mid-epoch by max_steps
                 self._evaluate_and_record(recorder, self.state["global_step"])

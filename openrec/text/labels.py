@@ -48,9 +48,10 @@ class CTCLabelEncode(_BaseEncode):
 
     def __call__(self, text: str, rng: random.Random | None = None) -> dict:
         idx, unknown = self.to_indices(text)
-        label = torch.zeros(self.charset.max_text_length, dtype=torch.long)
-        label[: len(idx)] = torch.tensor(idx) + 1
-        return {"ctc_label": label, "ctc_length": torch.tensor(len(idx)), "unknown_chars": torch.tensor(unknown)}
+        # one tensor per field from a Python list: per-element tensor writes cost more than the encoding
+        label = [i + 1 for i in idx] + [0] * (self.charset.max_text_length - len(idx))
+        return {"ctc_label": torch.tensor(label, dtype=torch.long), "ctc_length": torch.tensor(len(idx)),
+                "unknown_chars": torch.tensor(unknown)}
 
 
 @LABEL_ENCODERS.register("SMTRLabelEncode")
@@ -105,22 +106,21 @@ class SMTRLabelEncode(_BaseEncode):
         return nxt, pre
 
     def _pack(self, pairs, prefix: str) -> dict:
-        pad = self.charset.smtr_pad
-        subs = torch.full((self.slots, self.sub_str_len), pad, dtype=torch.long)
-        targets = torch.full((self.slots,), pad, dtype=torch.long)
-        for j, (ctx, target) in enumerate(pairs):
-            subs[j] = torch.tensor(ctx)
-            targets[j] = target
-        return {f"smtr_{prefix}_subs": subs, f"smtr_{prefix}_label": targets, f"smtr_{prefix}_count": torch.tensor(len(pairs))}
+        pad, empty = self.charset.smtr_pad, self.slots - len(pairs)
+        subs = [ctx for ctx, _ in pairs] + [[pad] * self.sub_str_len] * empty
+        targets = [target for _, target in pairs] + [pad] * empty
+        return {f"smtr_{prefix}_subs": torch.tensor(subs, dtype=torch.long),
+                f"smtr_{prefix}_label": torch.tensor(targets, dtype=torch.long),
+                f"smtr_{prefix}_count": torch.tensor(len(pairs))}
 
     def __call__(self, text: str, rng: random.Random | None = None) -> dict:
         idx, unknown = self.to_indices(text)
         rng = rng or random.Random()
         tokens = [i + 1 for i in idx]
         nxt, pre = self.pairs(tokens)
-        label = torch.full((self.charset.max_text_length + 2,), self.charset.smtr_pad, dtype=torch.long)
-        label[: len(tokens) + 2] = torch.tensor([self.charset.smtr_bos] + tokens + [self.charset.smtr_eos])
-        out = {"smtr_label": label, "unknown_chars": torch.tensor(unknown)}
+        label = [self.charset.smtr_bos] + tokens + [self.charset.smtr_eos]
+        label += [self.charset.smtr_pad] * (self.charset.max_text_length + 2 - len(label))
+        out = {"smtr_label": torch.tensor(label, dtype=torch.long), "unknown_chars": torch.tensor(unknown)}
         out.update(self._pack(self._noisy(nxt, rng), "next"))
         out.update(self._pack(self._noisy(pre, rng), "pre"))
         return out

@@ -51,12 +51,15 @@ class SynthRenderer:
 
     # ---- glyphs -------------------------------------------------------------------------------
     def _font(self, path: str, size: int) -> ImageFont.FreeTypeFont:
+        # Least-recently-used cache: 400 faces x 25 sizes do not all fit, and clearing the whole cache
+        # when full (as before) threw away the hot entries; a face costs ~22 KB, so 4096 cost ~90 MB.
         key = (path, size)
-        font = self._font_cache.get(key)
+        font = self._font_cache.pop(key, None)
         if font is None:
-            if len(self._font_cache) > 512:
-                self._font_cache.clear()
-            font = self._font_cache[key] = ImageFont.truetype(path, size)
+            if len(self._font_cache) >= 4096:
+                del self._font_cache[next(iter(self._font_cache))]
+            font = ImageFont.truetype(path, size)
+        self._font_cache[key] = font
         return font
 
     def _text_masks(self, text: str, font, spacing: float, stroke: int) -> tuple[np.ndarray, np.ndarray | None]:
