@@ -5,31 +5,36 @@
 # device tool's 64 MiB). Results go to $OUT.
 #   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant (VARIANTS), side
 #                                         # by side; scored on the real training splits (held out here) + benchmarks
-#   bash scripts/gpu_recipe.sh throughput # loader img/s (7 and 15 workers) and the model's train step at batch 256
-#   bash scripts/gpu_recipe.sh start      # the recipe config(s) in CONFIGS in the background (setsid), then
-#                                         # watch them for WATCH seconds (RECIPE_ARGS, SUFFIX: a variant). The
-#                                         # recipe's 15 loader workers take the whole machine: one run at a time
+#   bash scripts/gpu_recipe.sh throughput # loader img/s (7 and 15 workers), the model's and the trainer's train step
+#                                         # at batch 256, and with TRAIN_STEPS=N the training loop for N steps
+#   bash scripts/gpu_recipe.sh start      # the recipe configs (CONFIGS; default both, side by side) in the
+#                                         # background (setsid), then watch them for WATCH seconds (RECIPE_ARGS,
+#                                         # SUFFIX: a variant)
 #   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec, releases
 #                                         # (RELEASE=name) and a results tarball
 # A lent machine is held at most 30 minutes and goes back 30 s after a call ends: start and finish must
-# run on the same one, in calls that follow each other at once. Both twins, one after the other:
-#   CONFIGS=svtrv2_mamba_tiny_real bash scripts/gpu_recipe.sh start; (watch calls); RUNS=svtrv2_mamba_tiny_real \
-#   RELEASE=svtrv2_mamba_tiny_real bash scripts/gpu_recipe.sh finish; CONFIGS=svtrv2_tiny_real bash scripts/gpu_recipe.sh start
+# run on the same one, in calls that follow each other at once. One model with the whole machine:
+#   CONFIGS=svtrv2_mamba_tiny_real RECIPE_ARGS="Train.num_workers=15 ..." bash scripts/gpu_recipe.sh start
 # The lr-matched Mamba run of README:
 #   CONFIGS=svtrv2_mamba_tiny_real SUFFIX=_lr5e-4 RECIPE_ARGS="Optimizer.lr=0.0005" bash scripts/gpu_recipe.sh start
 set -uo pipefail
 MODE=${1:?mode}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# Background runs live outside the working tree: the device tool re-syncs the tree at the start of every
+# call, and a run that read its fonts through the tree's data link lost them mid-run (every synthetic
+# sample then failed with "OSError: cannot open resource"). Data, a code snapshot and outputs go here.
+WORK=${RECIPE_WORK:-/tmp/openrec_recipe}
+GPUDATA=$WORK/gpudata
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/.gpudata/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$GPUDATA/site:$PWD PYTHONUNBUFFERED=1
 for tarball in .carry/*.tar.xz; do  # unpacked once per machine; a warm machine keeps them
   pack=$(basename $tarball .tar.xz)
-  if [ ! -f .gpudata/$pack.unpacked ]; then  # font packs go beside the LMDBs: data/fonts*
-    mkdir -p .gpudata && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
-      $tarball $([ $pack = gpudata ] && echo .gpudata || echo .gpudata/data) && touch .gpudata/$pack.unpacked
+  if [ ! -f $GPUDATA/$pack.unpacked ]; then  # font packs go beside the LMDBs: data/fonts*
+    mkdir -p $GPUDATA && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+      $tarball $([ $pack = gpudata ] && echo $GPUDATA || echo $GPUDATA/data) && touch $GPUDATA/$pack.unpacked
   fi
 done
-ln -sfn .gpudata/data data
+ln -sfn $GPUDATA/data data
 if ! ls openrec/_C*.so >/dev/null 2>&1; then
   export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16
   start=$(date +%s)
@@ -50,7 +55,7 @@ watch_runs() {  # $1 = seconds; prints the last log line of each run every minut
     sleep 15; tick=$(( tick + 1 ))
     pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null || break
     [ $(( tick % 4 )) = 0 ] || continue
-    for r in output/recipe/*/; do printf '%s: %s\n' "$(basename $r)" "$(grep -E 'step [0-9]+/' $r/train.log 2>/dev/null | tail -1 | cut -c1-110)"; done
+    for r in $WORK/output/recipe/*/; do printf '%s: %s\n' "$(basename $r)" "$(grep -E 'step [0-9]+/' $r/train.log 2>/dev/null | tail -1 | cut -c1-110)"; done
   done
 }
 
@@ -78,28 +83,41 @@ if [ "$MODE" = ablation ]; then
     --json "$OUT/ablation.json"
 elif [ "$MODE" = throughput ]; then
   for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do
-    for w in 7 15; do
+    for w in ${LOADER_WORKERS:-7 15}; do
       echo "$cfg loader, $w workers:"; python3 tools/bench_data.py --c $C/$cfg.yml --o Train.num_workers=$w ${RECIPE_ARGS:-} \
         --batches 60 --warmup 10 2>&1 | tail -1
     done
-    echo "$cfg train step, B256 32x128 bf16:"
+    echo "$cfg train step, B256 32x128 bf16 (model, loss, AdamW; then the trainer's own step):"
     python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 2>&1 | tail -1
+    python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 --trainer 2>&1 | tail -2
+    if [ -n "${TRAIN_STEPS:-}" ]; then  # the whole loop, loader and step together: img/s and data wait per log line
+      rm -rf output/throughput/$cfg
+      python3 tools/train_rec.py --c $C/$cfg.yml --o Global.max_steps=$TRAIN_STEPS Global.log_every=50 \
+        Global.eval_every=null Global.save_every=null Global.use_tensorboard=false Global.plot=false \
+        "Eval.datasets=[{type: lmdb, path: data/benchmarks/SVT_647}]" Global.output_dir=output/throughput/$cfg \
+        ${RECIPE_ARGS:-} > "$OUT/train_$cfg.log" 2>&1
+      echo "$cfg training loop, $TRAIN_STEPS steps:"; grep -E "step [0-9]+/" "$OUT/train_$cfg.log" | cut -c22-130 | tail -8
+      grep -E "skipped samples|Error" "$OUT/train_$cfg.log" | tail -2
+    fi
   done
 elif [ "$MODE" = start ]; then
-  mkdir -p output/recipe
-  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
-    setsid nohup python3 tools/train_rec.py --c $C/$cfg.yml --o Global.output_dir=output/recipe/$cfg${SUFFIX:-} \
-      Global.use_tensorboard=false ${RECIPE_ARGS:-} > output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &
+  # a snapshot of the code (kernels included) with its own data link, run from there
+  rm -rf $WORK/code && mkdir -p $WORK/code $WORK/output/recipe && cp -r openrec tools configs $WORK/code/
+  ln -sfn $GPUDATA/data $WORK/code/data
+  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real svtrv2_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
+    (cd $WORK/code && PYTHONPATH=/tmp/site:$GPUDATA/site:$WORK/code setsid nohup python3 tools/train_rec.py \
+      --c $C/$cfg.yml --o Global.output_dir=$WORK/output/recipe/$cfg${SUFFIX:-} Global.use_tensorboard=false \
+      ${RECIPE_ARGS:-} > $WORK/output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &)
   done
   watch_runs ${WATCH:-500}
 elif [ "$MODE" = finish ]; then
   watch_runs ${WATCH:-560}
   if pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null; then  # the logs so far come back
-    tar -czf "$OUT/progress.tar.gz" output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null
+    tar -C $WORK -czf "$OUT/progress.tar.gz" $(cd $WORK && ls output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null)
     echo "still training"; exit 3
   fi
   mkdir -p "$OUT/results"
-  for R in output/recipe/${RUNS:-*}/; do
+  for R in $WORK/output/recipe/${RUNS:-*}/; do
     R=${R%/}; name=$(basename $R)
     [ -f $R/latest.pth ] || continue
     tail -n 3 $R.stdout
@@ -109,6 +127,6 @@ elif [ "$MODE" = finish ]; then
     for f in history.jsonl train.log curves.png summary.json config.yml; do
       [ -f $R/$f ] && cp $R/$f "$OUT/results/${name}_$f"; done
   done
-  python3 scripts/summarize_runs.py output/recipe/*/ --sets IIIT5k_3000 SVT_647 IC13_857 | tee "$OUT/results/summary.txt"
+  python3 scripts/summarize_runs.py $WORK/output/recipe/*/ --sets IIIT5k_3000 SVT_647 IC13_857 | tee "$OUT/results/summary.txt"
   tar -C "$OUT" -czf "$OUT/results${RUNS:+_$RUNS}.tar.gz" results && rm -rf "$OUT/results"
 fi

@@ -91,6 +91,43 @@ def test_epoch_end_evaluation_can_be_turned_off(tmp_path, each_epoch):
     assert steps == ([per_epoch, 15] if each_epoch else [15])  # the final evaluation always runs
 
 
+@pytest.mark.parametrize("share", [1.0, 0.75])
+def test_a_run_whose_samples_are_mostly_skipped_stops_after_saving(tmp_path, share):
+    from openrec.data.transforms import DecodeError
+    from openrec.engine.trainer import TrainingStopped
+    trainer = Trainer(tiny_config(tmp_path, max_steps=40, log_every=2))
+    source = trainer.train_dataset.sources[0]
+    load = source.load
+
+    def broken_after_step_3(index, epoch, rng):  # e.g. the font folder vanished mid-run
+        if trainer.state["global_step"] >= 3 and (index % 4) < 4 * share:
+            raise DecodeError("unreadable")
+        return load(index, epoch, rng)
+
+    source.load = broken_after_step_3
+    with pytest.raises(TrainingStopped, match=r"of the last \d+ samples were skipped.*unreadable"):
+        trainer.train()
+    assert 3 <= trainer.state["global_step"] < 12
+    assert torch.load(tmp_path / "latest.pth", weights_only=False)["state"]["global_step"] == trainer.state["global_step"]
+    train_rows = history(tmp_path)
+    assert train_rows and all(0.0 <= r["data_wait"] <= 1.0 for r in train_rows)
+
+
+def test_a_few_skipped_samples_do_not_stop_training(tmp_path):
+    from openrec.data.transforms import DecodeError
+    trainer = Trainer(tiny_config(tmp_path, max_steps=10, log_every=2))
+    source = trainer.train_dataset.sources[0]
+    load = source.load
+
+    def one_in_four_broken(index, epoch, rng):
+        if index % 4 == 0:
+            raise DecodeError("unreadable")
+        return load(index, epoch, rng)
+
+    source.load = one_in_four_broken
+    assert trainer.train()["global_step"] == 10 and trainer.skipped.get("unreadable", 0) > 0
+
+
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path):
     from openrec.engine.trainer import TrainingStopped
     trainer = Trainer(tiny_config(tmp_path, max_bad_steps=3))
@@ -112,6 +149,50 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path):
     after = trainer.raw_model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the good steps did update
     assert all(torch.isfinite(v).all() for v in after.values() if v.dtype.is_floating_point)
+
+
+def test_skipping_bad_updates_on_the_device_matches_the_host_checked_step(tmp_path):
+    # the fused optimizer's found_inf path (the CUDA default: no host sync per step), run on CPU
+    runs = {}
+    for on_device in (False, True):
+        cfg = tiny_config(tmp_path / str(on_device))
+        cfg["Optimizer"]["fused"] = True
+        trainer = Trainer(cfg)
+        assert trainer.skip_on_device
+        trainer.skip_on_device = on_device
+        trainer.train()
+        runs[on_device] = ({r["step"]: r["step_loss"] for r in history(tmp_path / str(on_device))},
+                           trainer.raw_model.state_dict())
+    assert runs[False][0] == runs[True][0]
+    for name, value in runs[False][1].items():
+        assert torch.equal(value, runs[True][1][name]), name
+
+
+@pytest.mark.parametrize("log_every, stop_step, bad_total", [(1, 7, 4), (4, 8, 5)])
+def test_non_finite_steps_skipped_on_the_device_stop_training_at_a_log_step(tmp_path, log_every, stop_step, bad_total):
+    from openrec.engine.trainer import TrainingStopped
+    cfg = tiny_config(tmp_path, max_bad_steps=3, log_every=log_every, save_every=None, max_steps=12)
+    cfg["Optimizer"]["fused"] = True
+    trainer = Trainer(cfg)
+    assert trainer.skip_on_device
+    original = trainer.loss_fn.forward
+    calls = {"n": 0}
+
+    def poisoned(outputs, batch):
+        calls["n"] += 1
+        losses = original(outputs, batch)
+        if calls["n"] in (2,) or calls["n"] >= 5:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    trainer.loss_fn.forward = poisoned
+    with pytest.raises(TrainingStopped, match="consecutive non-finite steps"):
+        trainer.train()
+    assert trainer.state["global_step"] == stop_step and trainer.state["bad_steps_total"] == bad_total
+    after = trainer.raw_model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.dtype.is_floating_point)
+    steps = trainer.optimizer.state[next(iter(trainer.raw_model.parameters()))]["step"]
+    assert int(steps) == 3  # only steps 1, 3 and 4 updated the weights
 
 
 def test_config_mistakes_fail_fast_naming_the_key(tmp_path):

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from collections import deque
+
+import torch
 
 __all__ = ["setup_logger", "SmoothedValues", "RunRecorder"]
 
@@ -28,19 +31,23 @@ def setup_logger(output_dir: str | None, is_main: bool) -> logging.Logger:
 
 
 class SmoothedValues:
-    """Median of the last ``window`` values per key."""
+    """Median of the last ``window`` finite values per key. Values may be 0-d tensors: they are read only
+    when a median is asked for (reading a GPU value every step would stall the host on the GPU)."""
 
     def __init__(self, window: int = 20):
         self.window = window
         self.values: dict[str, deque] = {}
 
-    def update(self, **kwargs: float) -> None:
+    def update(self, **kwargs) -> None:
         for k, v in kwargs.items():
-            self.values.setdefault(k, deque(maxlen=self.window)).append(float(v))
+            self.values.setdefault(k, deque(maxlen=self.window)).append(v.detach() if torch.is_tensor(v) else v)
 
     def median(self, key: str) -> float:
-        vals = sorted(self.values.get(key, [0.0]))
-        return vals[len(vals) // 2]
+        raw = list(self.values.get(key, ()))
+        tensors = [v for v in raw if torch.is_tensor(v)]
+        read = iter(torch.stack(tensors).float().tolist() if tensors else [])  # one read for all of them
+        vals = sorted(v for v in (next(read) if torch.is_tensor(r) else float(r) for r in raw) if math.isfinite(v))
+        return vals[len(vals) // 2] if vals else (float("nan") if raw else 0.0)
 
 
 class RunRecorder:

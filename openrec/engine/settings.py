@@ -37,6 +37,7 @@ class GlobalSettings:
     deterministic: bool = False
     num_threads: int | None = None             # torch CPU threads
     max_bad_steps: int = 20                    # consecutive non-finite steps before stopping
+    max_skip_fraction: float | None = 0.5      # stop (after saving) when more of a log window's samples were skipped
     compile: bool = False                      # torch.compile the model for training (one graph per bucket)
 
 
@@ -47,6 +48,7 @@ class OptimizerSettings:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    fused: bool | None = None                  # None: the fused implementation on CUDA, the default elsewhere
 
 
 @dataclass
@@ -75,6 +77,8 @@ def parse_settings(config: dict) -> tuple[GlobalSettings, OptimizerSettings, Sch
         if key not in _TOP_LEVEL:
             raise ConfigError(f"unknown top-level section {key!r} (accepted: {', '.join(_TOP_LEVEL)})")
     settings = _build(GlobalSettings, config.get("Global"), "Global")
+    if settings.max_skip_fraction is not None and not 0.0 < settings.max_skip_fraction < 1.0:
+        raise ConfigError(f"Global.max_skip_fraction must be in (0, 1) or null, got {settings.max_skip_fraction}")
     if settings.max_steps is not None and settings.max_steps < 1:
         raise ConfigError(f"Global.max_steps must be >= 1, got {settings.max_steps}")
     return settings, _build(OptimizerSettings, config.get("Optimizer"), "Optimizer"), \

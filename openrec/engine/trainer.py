@@ -24,6 +24,7 @@ from ..text import build_charset, build_label_encoder, build_postprocess
 from .checkpoint import load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .evaluate import evaluate_sets, format_table
+from .guards import NonFiniteGuard, SkipWindow, TrainingStopped
 from .logging_utils import RunRecorder, SmoothedValues, setup_logger
 from .optim import ModelEMA, build_optimizer, build_scheduler
 from .settings import parse_settings
@@ -31,8 +32,6 @@ from .settings import parse_settings
 __all__ = ["Trainer", "TrainingStopped"]
 
 
-class TrainingStopped(RuntimeError):
-    """Raised when training cannot go on (e.g. too many consecutive non-finite steps)."""
 
 
 class Trainer:
@@ -101,13 +100,20 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
                                            and self.device.type == "cuda")
         self.ema = ModelEMA(self.model, s.ema_decay) if s.ema_decay else None
+        # A fused optimizer (the CUDA default) skips the update of a non-finite step on the device, so the
+        # step never waits for the GPU; otherwise (fp16 with its scaler, unfused) the host checks each step.
+        self.skip_on_device = bool(self.optimizer.defaults.get("fused")) and not self.scaler.is_enabled()
+        self.non_finite = NonFiniteGuard(s.max_bad_steps, self.device if self.skip_on_device else torch.device("cpu"),
+                                         os.path.join(s.output_dir, "latest.pth"), self.logger)
         self._resume_or_pretrain()
         if self.dist.enabled:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.raw_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
         # Global.compile: the training forward runs through torch.compile (fused elementwise and norm
         # kernels, far fewer launches); weights, EMA and checkpoints stay on the plain module.
-        self.forward = torch.compile(self.model) if s.compile else self.model
+        # dynamic=False: one static graph per bucket shape. With torch 2.11 the automatic switch to dynamic
+        # shapes at the second bucket failed in Inductor (CantSplit on the symbolic token count, H100).
+        self.forward = torch.compile(self.model, dynamic=False) if s.compile else self.model
 
     # ------------------------------------------------------------------------------------------------
     def _check_output_dir(self, path: str) -> None:
@@ -165,6 +171,24 @@ class Trainer:
         dist.all_reduce(t)
         return t.item() / self.dist.world_size
 
+    def _check_skips(self, window: SkipWindow) -> None:
+        """Stop, after saving, when most samples of the window were unusable (a data folder that vanished,
+        fonts that cannot be opened): training on the few left would quietly give another model."""
+        skipped, used = window.skipped, window.used
+        if self.dist.enabled:
+            t = torch.tensor([skipped, used], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            skipped, used = t.tolist()
+        reasons = window.top_reasons()
+        window.reset()
+        limit = self.settings.max_skip_fraction
+        if limit is None or skipped + used == 0 or skipped / (skipped + used) <= limit:
+            return
+        self.save("latest.pth")
+        raise TrainingStopped(
+            f"{skipped / (skipped + used):.0%} of the last {int(skipped + used)} samples were skipped (Global.max_skip_fraction "
+            f"{limit}); most common: {reasons}. Fix the data and resume from {os.path.join(self.settings.output_dir, 'latest.pth')}")
+
     def _all_ranks(self, flag: bool) -> bool:
         if not self.dist.enabled:
             return flag
@@ -174,30 +198,46 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
-        """One optimisation step on a collated batch; returns the step's loss values and grad norm."""
+        """One optimisation step on a collated batch. Returns ``losses`` (0-d tensors with the grad norm; read
+        them at log steps only, since reading one waits for the GPU) and ``ok`` (0-d bool tensor, false when
+        the loss or the gradients were not finite and the update was skipped)."""
         images = batch["image"].to(self.device, non_blocking=True)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v) and k != "image"}
         with self.autocast():
             outputs = self.forward(images, targets)
             losses = self.loss_fn(outputs, targets)
         loss = losses["loss"] * batch.get("loss_weight", 1.0)
-        if not self._all_ranks(bool(torch.isfinite(loss))):
+        losses = {k: v.detach() for k, v in losses.items()}
+        if not self.skip_on_device and not self._all_ranks(bool(torch.isfinite(loss))):
             self.optimizer.zero_grad(set_to_none=True)
-            return {"skipped_step": "non-finite loss"}
+            return {"losses": losses, "ok": torch.tensor(False)}
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         max_norm = self.settings.grad_clip if self.settings.grad_clip else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
-        if not self._all_ranks(bool(torch.isfinite(grad_norm))) and not self.scaler.is_enabled():
-            self.optimizer.zero_grad(set_to_none=True)
-            return {"skipped_step": "non-finite gradients"}
-        self.scaler.step(self.optimizer)  # with fp16 the scaler skips steps whose gradients overflowed
-        self.scaler.update()
+        if self.skip_on_device:
+            ok = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+            if self.dist.enabled:
+                flag = ok.float()
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                ok = flag > 0
+            self.optimizer.found_inf = (~ok).float()  # read by the fused kernel, as under GradScaler
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        else:
+            if not self._all_ranks(bool(torch.isfinite(grad_norm))) and not self.scaler.is_enabled():
+                self.optimizer.zero_grad(set_to_none=True)
+                return {"losses": losses, "ok": torch.tensor(False)}
+            ok = torch.tensor(True)
+            self.scaler.step(self.optimizer)  # with fp16 the scaler skips steps whose gradients overflowed
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.raw_model)
-        return {k: v.item() for k, v in losses.items()} | {"grad_norm": grad_norm.item()}
+        return {"losses": losses | {"grad_norm": grad_norm.detach()}, "ok": ok}
 
     def train(self) -> dict:
         s = self.settings
@@ -213,10 +253,10 @@ class Trainer:
                          f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in all")
         smooth = SmoothedValues()
         sampler = self.train_loader.batch_sampler
-        consecutive_bad = 0
         step_loss = float("nan")
         last_good = None
-        tick, images_seen = time.perf_counter(), 0
+        tick, images_seen, data_wait = time.perf_counter(), 0, 0.0
+        window, empty_in_a_row = SkipWindow(), 0
         deadline = time.perf_counter() + 60 * s.max_minutes if s.max_minutes else float("inf")
         out_of_time = False
         try:
@@ -226,48 +266,57 @@ class Trainer:
                     break
                 sampler.set_epoch(epoch, start_batch=self.state["batch_in_epoch"])
                 progress = self._progress(len(sampler), epoch) if main else None
-                for batch in self.train_loader:
+                batches = iter(self.train_loader)
+                while True:
+                    wait_start = time.perf_counter()
+                    batch = next(batches, None)
+                    data_wait += time.perf_counter() - wait_start  # the loader's share of the step (logged)
+                    if batch is None:
+                        break
                     for k, v in batch["skipped"].items():
                         self.skipped[k] = self.skipped.get(k, 0) + v
+                    window.add(batch)
                     if batch["image"] is None:  # every sample of this batch was unusable
                         if not self.dist.enabled or last_good is None:
                             self.state["batch_in_epoch"] += 1
+                            empty_in_a_row += 1
+                            if not self.dist.enabled and empty_in_a_row % s.log_every == 0:
+                                self._check_skips(window)  # no step is logged while every batch is empty
                             continue
                         batch = dict(last_good, loss_weight=0.0)  # keep DDP ranks in step; contributes nothing
                     else:
                         last_good = batch
+                    empty_in_a_row = 0
                     result = self.train_step(batch)
                     self.state["global_step"] += 1
                     self.state["batch_in_epoch"] += 1
                     step = self.state["global_step"]
                     images_seen += len(batch["text"]) * self.dist.world_size
-                    if "skipped_step" in result:
-                        consecutive_bad += 1
-                        self.state["bad_steps_total"] += 1
-                        self.logger.info(f"step {step}: skipped ({result['skipped_step']}), {consecutive_bad} in a row")
-                        if consecutive_bad >= s.max_bad_steps:
-                            raise TrainingStopped(f"{consecutive_bad} consecutive non-finite steps; stopping. The last "
-                                                  f"good checkpoint is {os.path.join(s.output_dir, 'latest.pth')}")
-                    else:
-                        consecutive_bad = 0
-                        smooth.update(**result)
+                    self.non_finite.record(result["ok"])
+                    if not self.skip_on_device or step % s.log_every == 0:  # a device check waits for the GPU
+                        self.non_finite.check(step, self.state)
+                    smooth.update(**result["losses"])
                     if progress is not None:
                         progress.update(1)
-                    if step % s.log_every == 0 and "loss" in result:
-                        step_loss = self._global_mean(result["loss"])  # every rank takes part in the reduction
+                    if step % s.log_every == 0:
+                        step_loss = self._global_mean(float(result["losses"]["loss"]))  # every rank takes part
+                    if step % s.log_every == 0:
+                        self._check_skips(window)  # every rank takes part in the reduction
                     if step % s.log_every == 0 and main:
                         elapsed = time.perf_counter() - tick
                         stats = {"loss": smooth.median("loss"), "step_loss": step_loss, "lr": self.scheduler.get_last_lr()[0],
-                                 "img_per_s": images_seen / max(elapsed, 1e-9), "epoch": epoch}
+                                 "img_per_s": images_seen / max(elapsed, 1e-9), "data_wait": data_wait / max(elapsed, 1e-9),
+                                 "epoch": epoch}
                         stats.update({k: smooth.median(k) for k in smooth.values if k.endswith("_loss")})
                         recorder.record("train", step, stats)
                         if progress is not None:
                             progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
                                                  ips=f"{stats['img_per_s']:.0f}")
                         self.logger.info(f"epoch {epoch} step {step}/{self.total_steps} loss {stats['loss']:.4f} "
-                                         f"lr {stats['lr']:.3e} {stats['img_per_s']:.0f} img/s"
+                                         f"lr {stats['lr']:.3e} {stats['img_per_s']:.0f} img/s "
+                                         f"(data wait {stats['data_wait']:.0%})"
                                          + "".join(f" {k} {smooth.median(k):.4f}" for k in smooth.values if k.endswith("_loss")))
-                        tick, images_seen = time.perf_counter(), 0
+                        tick, images_seen, data_wait = time.perf_counter(), 0, 0.0
                     if s.eval_every and step % s.eval_every == 0:
                         self._evaluate_and_record(recorder, step)
                     if s.save_every and step % s.save_every == 0:
@@ -348,6 +397,7 @@ class Trainer:
             if self._last_save_step == self.state["global_step"]:
                 return
             self._last_save_step = self.state["global_step"]
+            self.non_finite.check(self.state["global_step"], self.state)  # bad steps so far go into the state
         rngs = [rng_state()]
         if self.dist.enabled and not weights_only:  # weights-only saves happen on rank 0 alone (best.pth)
             rngs = [None] * self.dist.world_size
