@@ -298,10 +298,9 @@ class Trainer:
                     smooth.update(**result["losses"])
                     if progress is not None:
                         progress.update(1)
-                    if step % s.log_every == 0:
-                        step_loss = self._global_mean(float(result["losses"]["loss"]))  # every rank takes part
-                    if step % s.log_every == 0:
-                        self._check_skips(window)  # every rank takes part in the reduction
+                    if step % s.log_every == 0:  # every rank takes part in these two reductions
+                        step_loss = self._global_mean(float(result["losses"]["loss"]))
+                        self._check_skips(window)
                     if step % s.log_every == 0 and main:
                         elapsed = time.perf_counter() - tick
                         stats = {"loss": smooth.median("loss"), "step_loss": step_loss, "lr": self.scheduler.get_last_lr()[0],
