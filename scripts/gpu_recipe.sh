@@ -11,7 +11,8 @@
 #                                         # background (setsid), then watch them for WATCH seconds (RECIPE_ARGS,
 #                                         # SUFFIX: a variant)
 #   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec, releases
-#                                         # (RELEASE=name) and a results tarball
+#                                         # (RELEASE=name) and a results tarball; EVAL=0: no eval_rec, every run's
+#                                         # fp16 release comes back instead (evaluate it with eval_rec on any machine)
 # A lent machine is held at most 30 minutes and goes back 30 s after a call ends: start and finish must
 # run on the same one, in calls that follow each other at once. One model with the whole machine:
 #   CONFIGS=svtrv2_mamba_tiny_real RECIPE_ARGS="Train.num_workers=15 ..." bash scripts/gpu_recipe.sh start
@@ -121,9 +122,13 @@ elif [ "$MODE" = finish ]; then
     R=${R%/}; name=$(basename $R)
     [ -f $R/latest.pth ] || continue
     tail -n 3 $R.stdout
-    python3 tools/eval_rec.py --c $R/config.yml --o Global.checkpoints=$R/latest.pth --json "$OUT/results/${name}_eval.json" \
-      --sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857 | tee "$OUT/results/${name}_eval.txt"
-    [ "${RELEASE:-}" = "$name" ] && python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
+    if [ "${EVAL:-1}" = 0 ]; then  # short of hold time: bring the fp16 weights back and evaluate them elsewhere
+      python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
+    else
+      python3 tools/eval_rec.py --c $R/config.yml --o Global.checkpoints=$R/latest.pth --json "$OUT/results/${name}_eval.json" \
+        --sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857 | tee "$OUT/results/${name}_eval.txt"
+      [ "${RELEASE:-}" = "$name" ] && python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
+    fi
     for f in history.jsonl train.log curves.png summary.json config.yml; do
       [ -f $R/$f ] && cp $R/$f "$OUT/results/${name}_$f"; done
   done
