@@ -69,6 +69,7 @@ if [ "$MODE" = ablation ]; then
     [scene_real_text]="preset: scene, style: {$REAL_TEXT}"
     [scene_real_text_uniform_colour]="preset: scene, style: {$REAL_TEXT, color_mode: uniform}"
     [scene_fonts]="preset: scene, font_dirs: [data/fonts]"  # the recipe's fonts (.carry/fonts.tar.xz)
+    [scene_fonts_arc]="preset: scene, font_dirs: [data/fonts], style: {p_arc: 0.15}"  # + text along circular arcs
   )
   VARIANTS=${VARIANTS:-default scene scene_real_text scene_real_text_uniform_colour}
   for v in $VARIANTS; do

@@ -125,3 +125,33 @@ def test_distractor_stays_outside_the_text_box():
         assert out.shape == (40, 120) and out.any()
         assert not out[10:30, 20:100].any()
     assert seen > 20
+
+
+@pytest.mark.parametrize("seed", range(6))  # both orientations (arched up, below the centre) come up
+def test_arc_bends_the_line_and_keeps_its_order(seed):
+    from openrec.data.synth.fonts import discover_fonts
+    from openrec.data.synth.render import SynthRenderer
+    renderer = SynthRenderer(discover_fonts(CHARS)[:1], SynthStyle.from_dict({"arc_degrees": [120, 120]}))
+    h, w = 30, 300
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, :40] = 255  # a block at the start of the line, a thinner one at its end
+    mask[:, -20:] = 255
+    bent = renderer._arc([mask, None], random.Random(seed))[0].astype(float)
+    cols = bent.sum(axis=0)
+    left, right = cols[: len(cols) // 2].sum(), cols[len(cols) // 2:].sum()
+    assert left > 1.5 * right  # the start stays on the left: no mirrored line
+    assert abs(bent.sum() - mask.sum()) < 0.1 * mask.sum()  # the arc keeps the line's length
+    # the two ends of a 120-degree arc sit at different heights from its middle: rows of ink at the
+    # left block's edge differ from the rows at the middle of the line (which is empty)
+    ink_rows = np.nonzero(bent[:, : bent.shape[1] // 6].sum(axis=1))[0]
+    assert bent.shape[0] > 2 * h and ink_rows.size and ink_rows.size < bent.shape[0]
+
+
+def test_arc_probability_zero_draws_nothing():
+    # presets without p_arc keep their samples exactly (p_arc = 0 consumes no random numbers)
+    style = SynthStyle.from_dict(PRESETS["scene"])
+    assert style.p_arc == 0.0
+    a = SynthSource(CHARS, 25, num_samples=6, seed=3, preset="scene")
+    b = SynthSource(CHARS, 25, num_samples=6, seed=3, preset="scene", style={"arc_degrees": [40, 60]})
+    for i in range(6):
+        assert np.array_equal(a.load(i, 0, random.Random(i))[0], b.load(i, 0, random.Random(i))[0])

@@ -24,6 +24,8 @@ class SynthStyle:
     # ---- geometry ----
     p_curve: float = 0.15            # arc or sine baseline
     max_curve: float = 0.35          # amplitude as a fraction of the text height
+    p_arc: float = 0.0               # text along a circular arc, each glyph turned to the tangent (arched signs)
+    arc_degrees: tuple[float, float] = (30.0, 150.0)  # the angle the word spans on its circle
     max_rotation: float = 4.0        # degrees
     p_perspective: float = 0.3
     max_perspective: float = 0.08    # corner jitter as a fraction of the height
