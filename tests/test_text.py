@@ -95,3 +95,17 @@ def test_summarize_sets():
                         "B": {"samples": 300, "acc": 0.5, "norm_edit_dis": 0.75}})
     assert s["combined"]["acc"] == pytest.approx(0.6) and s["average"]["acc"] == pytest.approx(0.7)
     assert s["combined"]["norm_edit_dis"] == pytest.approx(0.8) and s["combined"]["samples"] == 400
+
+
+def test_metric_keeps_misreads_and_counts_first_or_last_character_faults():
+    from openrec.metrics import RecMetric, edge_error_counts
+    m = RecMetric()
+    labels = ["COTTAGE", "BROAD", "Hello", "THE", "cat", "I", "street"]
+    preds = ["COTTAG", "road", "hello!", "THC", "dog", "", "stret"]
+    m.update(preds, labels)
+    assert m.errors == [("COTTAGE", "COTTAG"), ("BROAD", "road"), ("THE", "THC"), ("cat", "dog"), ("I", ""),
+                        ("street", "stret")]  # "hello!" normalises to the label
+    # dropped: COTTAGE, BROAD; wrong at an end: THE; not edge faults: cat (all), I (one letter), street (middle)
+    assert edge_error_counts(m.errors) == {"errors": 6, "dropped": 2, "wrong": 1}
+    m.reset()
+    assert m.errors == []

@@ -39,6 +39,21 @@ def history(out_dir, kind="train"):
         return [r for r in map(json.loads, f) if r["kind"] == kind]
 
 
+def poison_losses(trainer) -> None:
+    """Make the loss NaN at the trainer's 2nd step and from its 5th on (steps 1, 3 and 4 stay good)."""
+    original = trainer.loss_fn.forward
+    calls = {"n": 0}
+
+    def poisoned(outputs, batch):
+        calls["n"] += 1
+        losses = original(outputs, batch)
+        if calls["n"] == 2 or calls["n"] >= 5:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    trainer.loss_fn.forward = poisoned
+
+
 class _Interrupt(Exception):
     pass
 
@@ -131,17 +146,7 @@ def test_a_few_skipped_samples_do_not_stop_training(tmp_path):
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path):
     from openrec.engine.trainer import TrainingStopped
     trainer = Trainer(tiny_config(tmp_path, max_bad_steps=3))
-    original = trainer.loss_fn.forward
-    calls = {"n": 0}
-
-    def poisoned(outputs, batch):
-        calls["n"] += 1
-        losses = original(outputs, batch)
-        if calls["n"] in (2,) or calls["n"] >= 5:
-            losses["loss"] = losses["loss"] * float("nan")
-        return losses
-
-    trainer.loss_fn.forward = poisoned
+    poison_losses(trainer)
     before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
     with pytest.raises(TrainingStopped, match="3 consecutive non-finite steps"):
         trainer.train()
@@ -175,17 +180,7 @@ def test_non_finite_steps_skipped_on_the_device_stop_training_at_a_log_step(tmp_
     cfg["Optimizer"]["fused"] = True
     trainer = Trainer(cfg)
     assert trainer.skip_on_device
-    original = trainer.loss_fn.forward
-    calls = {"n": 0}
-
-    def poisoned(outputs, batch):
-        calls["n"] += 1
-        losses = original(outputs, batch)
-        if calls["n"] in (2,) or calls["n"] >= 5:
-            losses["loss"] = losses["loss"] * float("nan")
-        return losses
-
-    trainer.loss_fn.forward = poisoned
+    poison_losses(trainer)
     with pytest.raises(TrainingStopped, match="consecutive non-finite steps"):
         trainer.train()
     assert trainer.state["global_step"] == stop_step and trainer.state["bad_steps_total"] == bad_total

@@ -8,6 +8,8 @@ Any LMDB folder in the standard layout works (IIIT5k, SVT, IC13, IC15, SVTP, CUT
 own row, named after the folder. A folder that does not exist is an error naming it, before any work.
 
 Prints Dataset | samples | accuracy | 1-NED per set, then the sample-weighted Combined and the plain Average.
+--errors FILE writes each misread sample (set, label, prediction) as TSV and prints, per set, how many
+misreads are wrong only in the first or last character (dropped, or another character in its place).
 """
 import json
 import os
@@ -20,6 +22,7 @@ from openrec.cli import add_model_arg, config_parser, model_config_from_args  # 
 from openrec.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from openrec.engine.evaluate import format_table  # noqa: E402
 from openrec.engine.trainer import Trainer  # noqa: E402
+from openrec.metrics import edge_error_counts  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,6 +30,7 @@ def main(argv=None) -> int:
     add_model_arg(p)
     p.add_argument("--sets", nargs="*", default=None, help="LMDB folders to evaluate instead of Eval.datasets")
     p.add_argument("--json", default=None, help="write the table as JSON here")
+    p.add_argument("--errors", default=None, help="write the misread samples here (TSV: set, label, prediction)")
     args = p.parse_args(argv)
     try:
         config, ckpt_path = model_config_from_args(args)
@@ -48,11 +52,21 @@ def main(argv=None) -> int:
         ckpt = load_checkpoint(ckpt_path)
         weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]  # fp16 release weights load into fp32
         trainer.raw_model.load_state_dict(weights)
-        summary = trainer.evaluate()
+        summary = trainer.evaluate(keep_errors=bool(args.errors))
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(summary))
+    if args.errors:
+        print(f"misreads in {args.errors}; those wrong only in the first or last character:")
+        with open(args.errors, "w", encoding="utf-8") as f:
+            for name, r in summary["sets"].items():
+                errors = r.pop("errors")
+                f.writelines(f"{name}\t{label}\t{pred}\n" for label, pred in errors)
+                c = edge_error_counts(errors, trainer.metric.case_sensitive)
+                share = (c["dropped"] + c["wrong"]) / max(c["errors"], 1)
+                print(f"{name:<22} {c['errors']:>6} misread: {c['dropped']} dropped + {c['wrong']} wrong = "
+                      f"{100 * share:.0f}%; the drops are {100 * c['dropped'] / max(r['samples'], 1):.2f}% of the set")
     if args.json:
         payload = {"sets": {n: {k: r[k] for k in ("samples", "acc", "norm_edit_dis")} for n, r in summary["sets"].items()},
                    "combined": summary["combined"], "average": summary["average"], "checkpoint": ckpt_path}

@@ -9,7 +9,9 @@ __all__ = ["evaluate_loader", "evaluate_sets", "format_table"]
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast) -> dict:
+def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast, keep_errors: bool = False) -> dict:
+    """acc, norm_edit_dis, samples and skipped of one set; with ``keep_errors`` also ``errors``, the
+    (label, prediction) pairs of the misread samples."""
     model.eval()
     metric.reset()
     skipped: dict[str, int] = {}
@@ -23,11 +25,14 @@ def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast) ->
         metric.update(post(outputs)["text"], batch["text"])
     result = metric.compute()
     result["skipped"] = skipped
+    if keep_errors:
+        result["errors"] = list(metric.errors)
     return result
 
 
-def evaluate_sets(model, loaders: dict, post, metric: RecMetric, device, autocast) -> dict:
-    per_set = {name: evaluate_loader(model, loader, post, metric, device, autocast) for name, loader in loaders.items()}
+def evaluate_sets(model, loaders: dict, post, metric: RecMetric, device, autocast, keep_errors: bool = False) -> dict:
+    per_set = {name: evaluate_loader(model, loader, post, metric, device, autocast, keep_errors)
+               for name, loader in loaders.items()}
     return summarize_sets(per_set)
 
 

@@ -43,10 +43,8 @@ class SmoothedValues:
             self.values.setdefault(k, deque(maxlen=self.window)).append(v.detach() if torch.is_tensor(v) else v)
 
     def median(self, key: str) -> float:
-        raw = list(self.values.get(key, ()))
-        tensors = [v for v in raw if torch.is_tensor(v)]
-        read = iter(torch.stack(tensors).float().tolist() if tensors else [])  # one read for all of them
-        vals = sorted(v for v in (next(read) if torch.is_tensor(r) else float(r) for r in raw) if math.isfinite(v))
+        raw = self.values.get(key, ())
+        vals = sorted(v for v in map(float, raw) if math.isfinite(v))
         return vals[len(vals) // 2] if vals else (float("nan") if raw else 0.0)
 
 

@@ -10,7 +10,7 @@ import string
 
 from ..registry import METRICS
 
-__all__ = ["RecMetric", "edit_distance", "normalize_text", "summarize_sets"]
+__all__ = ["RecMetric", "edit_distance", "normalize_text", "summarize_sets", "edge_error_counts"]
 
 _ALNUM = set(string.digits + string.ascii_letters)
 
@@ -50,6 +50,7 @@ class RecMetric:
         self.correct = 0
         self.ned_sum = 0.0
         self.samples = 0
+        self.errors: list[tuple[str, str]] = []  # (label, prediction) of each misread sample, as given
 
     def update(self, preds: list[str], labels: list[str]) -> None:
         if len(preds) != len(labels):
@@ -58,6 +59,8 @@ class RecMetric:
             p = normalize_text(pred, self.case_sensitive, self.ignore_space)
             g = normalize_text(label, self.case_sensitive, self.ignore_space)
             self.correct += p == g
+            if p != g:
+                self.errors.append((label, pred))
             longest = max(len(p), len(g))
             self.ned_sum += edit_distance(p, g) / longest if longest else 0.0
             self.samples += 1
@@ -82,3 +85,18 @@ def summarize_sets(per_set: dict[str, dict]) -> dict:
         "norm_edit_dis": sum(r["norm_edit_dis"] for r in per_set.values()) / k if k else 0.0,
     }
     return {"sets": dict(per_set), "combined": combined, "average": average}
+
+
+def edge_error_counts(errors: list[tuple[str, str]], case_sensitive: bool = False) -> dict:
+    """Misreads whose only fault is the first or the last character (compared after normalisation):
+    ``dropped`` (the prediction lacks it) and ``wrong`` (another character in its place)."""
+    counts = {"errors": len(errors), "dropped": 0, "wrong": 0}
+    for label, pred in errors:
+        g, p = normalize_text(label, case_sensitive), normalize_text(pred, case_sensitive)
+        if len(g) < 2:
+            continue
+        if p in (g[1:], g[:-1]):
+            counts["dropped"] += 1
+        elif len(p) == len(g) and (p[1:] == g[1:] or p[:-1] == g[:-1]):
+            counts["wrong"] += 1
+    return counts

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openrec.engine.trainer import Trainer, TrainingStopped
-from tests.test_trainer import tiny_config
+from tests.test_trainer import poison_losses, tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -14,17 +14,7 @@ def test_non_finite_steps_are_skipped_on_the_device(tmp_path, amp):
     trainer = Trainer(tiny_config(tmp_path, device="cuda", use_amp=amp, max_bad_steps=3, log_every=4,
                                   save_every=None, max_steps=12))
     assert trainer.skip_on_device and trainer.non_finite.in_a_row.is_cuda
-    original = trainer.loss_fn.forward
-    calls = {"n": 0}
-
-    def poisoned(outputs, batch):
-        calls["n"] += 1
-        losses = original(outputs, batch)
-        if calls["n"] == 2 or calls["n"] >= 5:
-            losses["loss"] = losses["loss"] * float("nan")
-        return losses
-
-    trainer.loss_fn.forward = poisoned
+    poison_losses(trainer)
     with pytest.raises(TrainingStopped, match="consecutive non-finite steps"):
         trainer.train()
     assert trainer.state["global_step"] == 8 and trainer.state["bad_steps_total"] == 5
