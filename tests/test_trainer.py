@@ -199,6 +199,7 @@ def test_config_mistakes_fail_fast_naming_the_key(tmp_path):
         (["Train.batch_size=0"], r"Train.batch_size must be >= 1"),
         (["Global.checkpoints=/no/such.pth"], r"checkpoint not found: /no/such.pth"),
         (["Global.device=tpu"], r"'device' = 'tpu'"),
+        (["Global.cuda_graphs=true"], r"Global.cuda_graphs needs a CUDA device"),
     ]
     from openrec.engine.checkpoint import CheckpointError
     for overrides, match in cases:

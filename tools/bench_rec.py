@@ -4,7 +4,8 @@
         configs/rec/svtrv2/svtrv2_tiny_gtc_rctc.yml --rctc --json output/bench_rec_tiny.json
 
 Rows: train step (fwd + loss + bwd + AdamW) img/s in fp32 and bf16 autocast at B128 3x32x128 and
-B32 3x32x384; inference img/s at B128 (fp32, bf16; eager, and replayed from a CUDA graph as
+B32 3x32x384 (eager, and with the encoder's forward and backward replayed from CUDA graphs as
+``Global.cuda_graphs`` trains); inference img/s at B128 (fp32, bf16; eager, and replayed from a CUDA graph as
 ``TextRecognizer(cuda_graphs=True)`` runs it); batch-1 latency (ms; eager and graph); and a
 long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events after warm-up,
 median of --iters. The last column is first/second (>1: the first is faster). On CPU
@@ -28,6 +29,7 @@ import torch  # noqa: E402
 from openrec.config import apply_overrides, load_config  # noqa: E402
 from openrec.engine.describe import SAMPLE_WORDS  # noqa: E402
 from openrec.engine.infer import CudaGraphForward  # noqa: E402
+from openrec.engine.train_graphs import GraphedTrainForward  # noqa: E402
 from openrec.losses import build_loss  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
 from openrec.text import build_label_encoder, charset_from_config, collate_labels  # noqa: E402
@@ -81,16 +83,19 @@ class Subject:
         self.forward = self.model
         self.params = sum(p.numel() for p in self.model.parameters())
 
-    def train_step_fn(self, batch_size: int, width: int, amp):
+    def train_step_fn(self, batch_size: int, width: int, amp, graphs: bool = False):
+        """graphs: the encoder's forward and backward replayed from CUDA graphs, as Global.cuda_graphs trains."""
         words = [random.Random(i).choice(SAMPLE_WORDS) for i in range(batch_size)]
         batch = collate_labels(self.encoder, words, random.Random(0))
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         images = torch.randn(batch_size, 3, 32, width, device=self.device)
         self.model.train()
+        forward = GraphedTrainForward(self.model) if graphs else self.forward
 
         def step():
-            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = self.loss_fn(self.forward(images, batch), batch)["loss"]
+            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None,
+                                cache_enabled=not graphs):
+                loss = self.loss_fn(forward(images, batch), batch)["loss"]
             loss.backward()
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
@@ -122,6 +127,10 @@ def rows_for(device: torch.device, quick: bool):
                 [128, 512], 4)
     rows = [("train fp32 B128 32x128", "train", 128, 128, None), ("train bf16 B128 32x128", "train", 128, 128, bf16),
             ("train fp32 B32 32x384", "train", 32, 384, None), ("train bf16 B32 32x384", "train", 32, 384, bf16),
+            ("train graph fp32 B128 32x128", "train_graph", 128, 128, None),
+            ("train graph bf16 B128 32x128", "train_graph", 128, 128, bf16),
+            ("train graph fp32 B32 32x384", "train_graph", 32, 384, None),
+            ("train graph bf16 B32 32x384", "train_graph", 32, 384, bf16),
             ("infer fp32 B128 32x128", "infer", 128, 128, None), ("infer bf16 B128 32x128", "infer", 128, 128, bf16),
             ("infer graph fp32 B128 32x128", "graph", 128, 128, None),
             ("infer graph bf16 B128 32x128", "graph", 128, 128, bf16),
@@ -141,8 +150,8 @@ def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]
         sweep = [(name, w) for name, w in sweep if any(o in name for o in only)]
     out = {}
     for name, kind, batch_size, width, amp in rows:
-        if kind == "train":
-            ms = timer.median_ms(subject.train_step_fn(batch_size, width, amp))
+        if kind in ("train", "train_graph"):
+            ms = timer.median_ms(subject.train_step_fn(batch_size, width, amp, graphs=kind == "train_graph"))
         elif kind == "infer":
             ms = timer.median_ms(subject.infer_fn(batch_size, width, amp))
         elif kind == "latency":

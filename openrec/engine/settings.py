@@ -39,6 +39,7 @@ class GlobalSettings:
     max_bad_steps: int = 20                    # consecutive non-finite steps before stopping
     max_skip_fraction: float | None = 0.5      # stop (after saving) when more of a log window's samples were skipped
     compile: bool = False                      # torch.compile the model for training (one graph per bucket)
+    cuda_graphs: bool = False                  # replay the encoder's train fwd+bwd from CUDA graphs (per shape)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from .guards import NonFiniteGuard, SkipWindow, TrainingStopped
 from .logging_utils import RunRecorder, SmoothedValues, setup_logger
 from .optim import ModelEMA, build_optimizer, build_scheduler
 from .settings import parse_settings
+from .train_graphs import GraphedTrainForward
 
 __all__ = ["Trainer", "TrainingStopped"]
 
@@ -114,6 +115,16 @@ class Trainer:
         # dynamic=False: one static graph per bucket shape. With torch 2.11 the automatic switch to dynamic
         # shapes at the second bucket failed in Inductor (CantSplit on the symbolic token count, H100).
         self.forward = torch.compile(self.model, dynamic=False) if s.compile else self.model
+        # Global.cuda_graphs: the encoder's forward and backward replay from CUDA graphs (one pair per
+        # input shape); the decoder, loss and optimizer stay eager. See train_graphs.py.
+        if s.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ConfigError("Global.cuda_graphs needs a CUDA device")
+            if s.compile:
+                raise ConfigError("Global.cuda_graphs and Global.compile exclude each other; pick one")
+            if self.dist.enabled:
+                raise ConfigError("Global.cuda_graphs is not supported with several processes (DDP)")
+            self.forward = GraphedTrainForward(self.raw_model, log=self.logger.info)
 
     # ------------------------------------------------------------------------------------------------
     def _check_output_dir(self, path: str) -> None:
@@ -162,7 +173,8 @@ class Trainer:
     def autocast(self):
         if not self.use_amp:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        # A CUDA graph cannot hold autocast's cache of cast weights; without graphs the cache saves casts.
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=not self.settings.cuda_graphs)
 
     def _global_mean(self, value: float) -> float:
         if not self.dist.enabled:

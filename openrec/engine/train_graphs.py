@@ -1,0 +1,74 @@
+"""Training with the encoder's forward and backward replayed from CUDA graphs (``Global.cuda_graphs``).
+
+A small recogniser's eager train step is bound by the host: a DA-Mamba encoder issues well over a
+thousand small kernels per step, and the GPU waits for Python to launch them. Replaying the encoder's
+forward and its backward from one CUDA graph each removes that cost. The decoder, the loss and the
+optimizer stay eager, so data-dependent heads (SMTR's variable number of sub-strings, CTC's lengths)
+work unchanged.
+
+One graph pair is captured per input shape (bucketed widths and batch sizes give a handful), the first
+time the shape is seen, through ``torch.cuda.make_graphed_callables``; all pairs share one memory pool,
+which is safe because a shape's backward always follows its own forward before another shape runs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+__all__ = ["GraphedTrainForward"]
+
+
+class GraphedTrainForward:
+    """``model(images, batch)`` for training, with ``model.encoder`` replayed from CUDA graphs.
+
+    In eval mode, without grad, or beyond ``max_shapes`` distinct input shapes the encoder runs eagerly.
+    Autocast must be entered with ``cache_enabled=False`` (a graph cannot keep autocast's weight cache).
+    """
+
+    def __init__(self, model: nn.Module, max_shapes: int = 32, log=None):
+        if not (hasattr(model, "encoder") and hasattr(model, "decoder")):
+            raise TypeError("GraphedTrainForward needs a recogniser with .encoder and .decoder")
+        if next(model.parameters()).device.type != "cuda":
+            raise ValueError("GraphedTrainForward needs a model on a CUDA device")
+        self.model, self.max_shapes, self.log = model, max_shapes, log or (lambda message: None)
+        self.graphs: dict[tuple, object] = {}
+        self.eager_shapes: set[tuple] = set()
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def __call__(self, images: torch.Tensor, batch: dict | None = None) -> dict:
+        return self.model.decoder(self.encode(images), batch)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.encoder
+        if not encoder.training or not torch.is_grad_enabled():
+            return encoder(images)
+        autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        if autocast is not None and torch.is_autocast_cache_enabled():
+            raise RuntimeError("GraphedTrainForward: enter autocast with cache_enabled=False")
+        key = (tuple(images.shape), images.dtype, autocast)
+        graphed = self.graphs.get(key)
+        if graphed is None:
+            if len(self.graphs) >= self.max_shapes:
+                if key not in self.eager_shapes:
+                    self.eager_shapes.add(key)
+                    self.log(f"cuda_graphs: {self.max_shapes} shapes captured already; {key[0]} runs eagerly")
+                return encoder(images)
+            graphed = self.graphs[key] = self._capture(images)
+            self.log(f"cuda_graphs: captured the encoder for input {tuple(images.shape)} "
+                     f"({len(self.graphs)} shape(s), pool {torch.cuda.memory_reserved() / 2**30:.1f} GiB reserved)")
+        return graphed(images)
+
+    def _capture(self, images: torch.Tensor):
+        encoder = self.model.encoder
+        # The warm-up and capture passes run the encoder in train mode: keep their BatchNorm statistics
+        # (and counters) out of the model, so training sees exactly one update per step, as eagerly.
+        saved = [b.detach().clone() for b in encoder.buffers()]
+        static_input = images.detach().clone()
+        make_graphed = torch.cuda.make_graphed_callables
+        make_graphed(encoder, (static_input,), allow_unused_input=True, pool=self.pool)
+        graphed = encoder.forward  # make_graphed_callables installs the graphed forward on the module ...
+        del encoder.forward        # ... which stays a plain module (eval, export, EMA copies)
+        with torch.no_grad():
+            for buffer, value in zip(encoder.buffers(), saved):
+                buffer.copy_(value)
+        return graphed

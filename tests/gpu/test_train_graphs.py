@@ -1,0 +1,116 @@
+"""Training with the encoder replayed from CUDA graphs (Global.cuda_graphs) gives the eager step's
+losses, gradients, weights and BatchNorm statistics, for several input shapes, fp32 and bf16."""
+import copy
+import random
+
+import pytest
+import torch
+
+from openrec.engine.describe import SAMPLE_WORDS
+from openrec.engine.train_graphs import GraphedTrainForward
+from openrec.engine.trainer import Trainer
+from openrec.losses import build_loss
+from openrec.modeling import build_model
+from openrec.text import build_label_encoder, build_charset, collate_labels
+from tests.helpers import LABELS, LOSSES, tiny_arch
+from tests.test_trainer import history, tiny_config
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def batches(head: str, charset, shapes, seed: int = 0):
+    """Fresh random images and labels for each (batch, width) of shapes, on the GPU."""
+    encoder = build_label_encoder(LABELS[head], charset)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i, (b, w) in enumerate(shapes):
+        words = [random.Random(seed * 1000 + i * 100 + j).choice(SAMPLE_WORDS) for j in range(b)]
+        batch = collate_labels(encoder, words, random.Random(i))
+        batch = {k: v.cuda() for k, v in batch.items() if torch.is_tensor(v)}
+        batch["image"] = torch.randn(b, 3, 32, w, generator=gen).cuda()
+        out.append(batch)
+    return out
+
+
+def run(model, loss_fn, data, amp, graphs: bool, max_shapes: int = 32):
+    # SGD, not AdamW: Adam turns rounding noise in exactly-zero gradients (the key bias of attention)
+    # into full-size updates, and the two runs would part for that reason alone.
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)  # stable for these 7 steps (0.01 diverges)
+    forward = GraphedTrainForward(model, max_shapes=max_shapes) if graphs else model
+    losses, grads = [], []
+    for batch in data:
+        with torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None, cache_enabled=not graphs):
+            loss = loss_fn(forward(batch["image"], batch), batch)["loss"]
+        loss.backward()
+        grads.append([p.grad.detach().clone() for p in model.parameters() if p.grad is not None])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    return torch.stack(losses), grads, model.state_dict()
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 means fp32 here: with TF32 convolutions (the cuDNN default) the eager run and the capture may
+    pick different algorithms, whose results differ by TF32 rounding (~1e-3), not by a fault."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("head", ["RCTC", "GTC"])
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+@pytest.mark.parametrize("max_shapes", [32, 1])  # 1: the second shape runs eagerly beside the graphed first
+def test_graphed_encoder_trains_like_the_eager_model(head, amp, max_shapes, no_tf32):
+    torch.manual_seed(0)
+    charset = build_charset(None, False, 25)
+    model = build_model(tiny_arch(head, drop_path_rate=0.0), charset).cuda()
+    loss_fn = build_loss(LOSSES[head], charset)
+    shapes = [(6, 128), (4, 96), (6, 128), (3, 160), (4, 96), (6, 128), (3, 160)]  # shapes come back
+    data = batches(head, charset, shapes, seed=int(torch.randint(0, 10**6, ())))
+    eager_losses, eager_grads, eager_state = run(model, loss_fn, data, amp, graphs=False)
+    graph_losses, graph_grads, graph_state = run(model, loss_fn, data, amp, graphs=True, max_shapes=max_shapes)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if amp is None else {"rtol": 2e-2, "atol": 2e-3}
+    torch.testing.assert_close(graph_losses, eager_losses, **tol)
+    for step, (ge, gg) in enumerate(zip(eager_grads, graph_grads)):
+        assert len(ge) == len(gg), f"step {step}: a parameter lost its gradient"
+        # To rounding, relative to each gradient's scale: the DAS backward sums grad x with fp32 atomics (its
+        # default), so even two eager runs differ in the last bits, and cancellation magnifies that (~1e-4).
+        for a, b in zip(ge, gg):
+            scale = float(a.abs().max()) + 1e-12
+            torch.testing.assert_close(b, a, rtol=0, atol=(1e-3 if amp is None else 5e-2) * scale)
+    for name, value in eager_state.items():  # weights, BatchNorm running statistics and their step counters
+        if value.is_floating_point():
+            torch.testing.assert_close(graph_state[name], value, **({"rtol": 1e-4, "atol": 1e-5} if amp is None
+                                                                      else {"rtol": 2e-2, "atol": 2e-3}), msg=name)
+        else:
+            assert torch.equal(graph_state[name], value), name
+
+
+def test_eval_mode_and_no_grad_run_the_encoder_eagerly():
+    charset = build_charset(None, False, 25)
+    model = build_model(tiny_arch("RCTC"), charset).cuda()
+    forward = GraphedTrainForward(model)
+    model.eval()
+    with torch.no_grad():
+        out = forward(torch.randn(2, 3, 32, 64, device="cuda"))
+    assert not forward.graphs and out["ctc_logits"].shape[0] == 2
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_trainer_with_cuda_graphs_follows_the_eager_loss_curve(tmp_path, amp):
+    curves = {}
+    for graphs in (False, True):
+        out = tmp_path / str(graphs)
+        cfg = tiny_config(out, device="cuda", use_amp=amp, max_steps=16, save_every=None, cuda_graphs=graphs)
+        cfg["Architecture"]["Encoder"]["drop_path_rate"] = 0.0  # graphs draw random numbers in another order
+        trainer = Trainer(cfg)
+        trainer.train()
+        curves[graphs] = [r["step_loss"] for r in history(out)]
+        if graphs:
+            assert trainer.forward.graphs, "no shape was captured"
+    assert len(curves[True]) == len(curves[False]) == 16
+    torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]),
+                               rtol=1e-4 if not amp else 3e-2, atol=1e-5)
