@@ -55,7 +55,7 @@ class GraphedTrainForward:
                 return encoder(images)
             graphed = self.graphs[key] = self._capture(images)
             self.log(f"cuda_graphs: captured the encoder for input {tuple(images.shape)} "
-                     f"({len(self.graphs)} shape(s), pool {torch.cuda.memory_reserved() / 2**30:.1f} GiB reserved)")
+                     f"({len(self.graphs)} shape(s); {torch.cuda.memory_reserved() / 2**30:.1f} GiB reserved on the GPU)")
         return graphed(images)
 
     def _capture(self, images: torch.Tensor):
