@@ -1,6 +1,9 @@
 """End-to-end CLIs on a tiny trained model: eval_rec (table + JSON), infer_rec (files, folders, globs,
-bad files), plus EMA, CPU bf16 autocast and pretrained-weight loading in the trainer."""
+bad files), plus EMA, CPU bf16 autocast and pretrained-weight loading in the trainer; bench_rec's
+--profile specs."""
+import importlib.util
 import json
+import os
 
 import cv2
 import numpy as np
@@ -92,3 +95,18 @@ def test_cpu_bf16_autocast_training_steps(tmp_path):
     summary = trainer.train()
     assert summary["global_step"] == 2 and summary["bad_steps"] == 0
     assert all(p.dtype == torch.float32 for p in trainer.raw_model.parameters())
+
+
+def test_bench_rec_profile_specs_are_checked():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench_rec.py")
+    spec = importlib.util.spec_from_file_location("bench_rec", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert bench.parse_profile("train:128:128:fp32", cpu) == ("train", 128, 128, None)
+    assert bench.parse_profile("train_graph:64:256:bf16", cuda) == ("train_graph", 64, 256, torch.bfloat16)
+    assert bench.parse_profile("graph:1:128:fp32", cuda) == ("graph", 1, 128, None)
+    for bad, match in [("train:128:fp32", "expected"), ("fit:1:128:fp32", "expected"), ("infer:1:128:bf16", "need a GPU"),
+                       ("train_graph:1:128:fp32", "need a GPU")]:
+        with pytest.raises(SystemExit, match=match):
+            bench.parse_profile(bad, cpu)

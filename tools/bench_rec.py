@@ -172,7 +172,10 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
     """Prints the top CUDA kernels and the top CPU-side ops of a few calls of one row, and the
     number of kernel launches per call (the eager step is often CPU-bound: launches matter)."""
     from torch.profiler import ProfilerActivity, profile
-    fn = subject.train_step_fn(batch_size, width, amp) if kind == "train" else subject.infer_fn(batch_size, width, amp)
+    fn = {"train": lambda: subject.train_step_fn(batch_size, width, amp),
+          "train_graph": lambda: subject.train_step_fn(batch_size, width, amp, graphs=True),
+          "infer": lambda: subject.infer_fn(batch_size, width, amp),
+          "graph": lambda: subject.graph_fn(batch_size, width, amp)}[kind]()
     cuda = subject.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(3):
@@ -183,7 +186,8 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
             fn()
         sync()
     events = prof.key_averages()
-    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
+                                                         "cudaGraphLaunch"))  # a graph replay counts once
     print(f"-- profile: {kind} B{batch_size} 32x{width} {amp or 'fp32'}: {launches / steps:.0f} kernel launches per call",
           flush=True)
     if cuda:
@@ -191,15 +195,21 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
     print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=58), flush=True)
 
 
+PROFILE_KINDS = ("train", "train_graph", "infer", "graph")
+
+
 def parse_profile(spec: str, device: torch.device) -> tuple[str, int, int, torch.dtype | None]:
-    """``KIND:B:W:DTYPE`` -> (kind, batch, width, autocast dtype or None); names a malformed spec."""
+    """``KIND:B:W:DTYPE`` -> (kind, batch, width, autocast dtype or None); names a malformed spec.
+    KIND: train, train_graph (encoder replayed from CUDA graphs), infer, graph (inference replayed)."""
     parts = spec.split(":")
-    if len(parts) != 4 or parts[0] not in ("train", "infer") or parts[3] not in ("fp32", "bf16") \
+    if len(parts) != 4 or parts[0] not in PROFILE_KINDS or parts[3] not in ("fp32", "bf16") \
             or not (parts[1].isdigit() and parts[2].isdigit()):
-        raise SystemExit(f"bench_rec: --profile {spec!r}: expected (train|infer):BATCH:WIDTH:(fp32|bf16)")
+        raise SystemExit(f"bench_rec: --profile {spec!r}: expected ({'|'.join(PROFILE_KINDS)}):BATCH:WIDTH:(fp32|bf16)")
     amp = torch.bfloat16 if parts[3] == "bf16" else None
     if device.type == "cpu" and amp is not None:
         raise SystemExit("bench_rec: bf16 profiles need a GPU")
+    if device.type == "cpu" and parts[0] in ("train_graph", "graph"):
+        raise SystemExit(f"bench_rec: {parts[0]} profiles need a GPU (CUDA graphs)")
     return parts[0], int(parts[1]), int(parts[2]), amp
 
 

@@ -18,6 +18,11 @@ import torch.nn as nn
 __all__ = ["GraphedTrainForward"]
 
 
+def _require_cuda(model: nn.Module) -> None:
+    if next(model.parameters()).device.type != "cuda":
+        raise ValueError("GraphedTrainForward needs a model on a CUDA device")
+
+
 class GraphedTrainForward:
     """``model(images, batch)`` for training, with ``model.encoder`` replayed from CUDA graphs.
 
@@ -28,8 +33,7 @@ class GraphedTrainForward:
     def __init__(self, model: nn.Module, max_shapes: int = 32, log=None):
         if not (hasattr(model, "encoder") and hasattr(model, "decoder")):
             raise TypeError("GraphedTrainForward needs a recogniser with .encoder and .decoder")
-        if next(model.parameters()).device.type != "cuda":
-            raise ValueError("GraphedTrainForward needs a model on a CUDA device")
+        _require_cuda(model)
         self.model, self.max_shapes, self.log = model, max_shapes, log or (lambda message: None)
         self.graphs: dict[tuple, object] = {}
         self.eager_shapes: set[tuple] = set()
