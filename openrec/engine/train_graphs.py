@@ -68,8 +68,7 @@ class GraphedTrainForward:
         # (and counters) out of the model, so training sees exactly one update per step, as eagerly.
         saved = [b.detach().clone() for b in encoder.buffers()]
         static_input = images.detach().clone()
-        make_graphed = torch.cuda.make_graphed_callables
-        make_graphed(encoder, (static_input,), allow_unused_input=True, pool=self.pool)
+        torch.cuda.make_graphed_callables(encoder, (static_input,), allow_unused_input=True, pool=self.pool)
         graphed = encoder.forward  # make_graphed_callables installs the graphed forward on the module ...
         del encoder.forward        # ... which stays a plain module (eval, export, EMA copies)
         with torch.no_grad():
