@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -27,12 +26,12 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import torch  # noqa: E402
 
 from openrec.config import apply_overrides, load_config  # noqa: E402
-from openrec.engine.describe import SAMPLE_WORDS  # noqa: E402
+from openrec.engine.describe import sample_label_batch  # noqa: E402
 from openrec.engine.infer import CudaGraphForward  # noqa: E402
 from openrec.engine.train_graphs import GraphedTrainForward  # noqa: E402
 from openrec.losses import build_loss  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
-from openrec.text import build_label_encoder, charset_from_config, collate_labels  # noqa: E402
+from openrec.text import build_label_encoder, charset_from_config  # noqa: E402
 
 RCTC = {"Architecture.Decoder": {"name": "RCTCDecoder"}, "Loss": {"name": "CTCLoss", "zero_infinity": True},
         "LabelEncode": {"name": "CTCLabelEncode"}, "PostProcess": {"name": "CTCLabelDecode"}}
@@ -85,8 +84,7 @@ class Subject:
 
     def train_step_fn(self, batch_size: int, width: int, amp, graphs: bool = False):
         """graphs: the encoder's forward and backward replayed from CUDA graphs, as Global.cuda_graphs trains."""
-        words = [random.Random(i).choice(SAMPLE_WORDS) for i in range(batch_size)]
-        batch = collate_labels(self.encoder, words, random.Random(0))
+        batch = sample_label_batch(self.encoder, batch_size)
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         images = torch.randn(batch_size, 3, 32, width, device=self.device)
         self.model.train()

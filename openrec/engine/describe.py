@@ -13,6 +13,12 @@ from ..text import build_label_encoder, build_postprocess, charset_from_config, 
 SAMPLE_WORDS = ["openrec", "Mamba", "SVTRv2", "2026", "text", "scene", "READ", "ocr!"]
 
 
+def sample_label_batch(label_encoder, batch_size: int) -> dict:
+    """Encoded labels of ``batch_size`` words drawn from SAMPLE_WORDS, the same every call (benchmarks)."""
+    words = [random.Random(i).choice(SAMPLE_WORDS) for i in range(batch_size)]
+    return collate_labels(label_encoder, words, random.Random(0))
+
+
 def describe_model(config: dict, batch_size: int = 2, height: int = 32, width: int = 128) -> dict:
     """Returns parameter counts, output shapes, loss and decoded texts of an untrained model."""
     charset = charset_from_config(config)

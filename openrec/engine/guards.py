@@ -53,8 +53,10 @@ class SkipWindow:
     def reset(self) -> None:
         self.used, self.skipped, self.reasons = 0, 0, {}
 
-    def add(self, batch: dict) -> None:
+    def add(self, batch: dict, totals: dict[str, int]) -> None:
+        """Counts the batch into the window and every skip reason into the run's ``totals`` too."""
         for reason, count in batch["skipped"].items():
+            totals[reason] = totals.get(reason, 0) + count
             if not reason.endswith("_dropped"):  # "unknown_chars_dropped" counts characters, not samples
                 self.skipped += count
                 self.reasons[reason] = self.reasons.get(reason, 0) + count

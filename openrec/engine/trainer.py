@@ -193,12 +193,12 @@ class Trainer:
             skipped, used = t.tolist()
         reasons = window.top_reasons()
         window.reset()
-        limit = self.settings.max_skip_fraction
-        if limit is None or skipped + used == 0 or skipped / (skipped + used) <= limit:
+        limit, seen = self.settings.max_skip_fraction, skipped + used
+        if limit is None or seen == 0 or skipped / seen <= limit:
             return
         self.save("latest.pth")
         raise TrainingStopped(
-            f"{skipped / (skipped + used):.0%} of the last {int(skipped + used)} samples were skipped (Global.max_skip_fraction "
+            f"{skipped / seen:.0%} of the last {int(seen)} samples were skipped (Global.max_skip_fraction "
             f"{limit}); most common: {reasons}. Fix the data and resume from {os.path.join(self.settings.output_dir, 'latest.pth')}")
 
     def _all_ranks(self, flag: bool) -> bool:
@@ -285,9 +285,7 @@ class Trainer:
                     data_wait += time.perf_counter() - wait_start  # the loader's share of the step (logged)
                     if batch is None:
                         break
-                    for k, v in batch["skipped"].items():
-                        self.skipped[k] = self.skipped.get(k, 0) + v
-                    window.add(batch)
+                    window.add(batch, self.skipped)
                     if batch["image"] is None:  # every sample of this batch was unusable
                         if not self.dist.enabled or last_good is None:
                             self.state["batch_in_epoch"] += 1
