@@ -1,9 +1,10 @@
-"""GraphedTrainForward's bookkeeping on the CPU: one capture per input shape, the eager fallbacks, the
-module left plain and BatchNorm statistics kept free of the capture passes. make_graphed_callables is
+"""GraphedTrainForward's bookkeeping on the CPU: one capture per input shape (in "thread_local" mode), the
+eager fallbacks, the module left plain and BatchNorm statistics kept free of the capture passes. make_graphed_callables is
 replaced by a fake that behaves like it on the host side (warm-up passes in train mode, the graphed
 forward installed on the module); the real capture is compared with the eager step on a GPU in
 tests/gpu/test_train_graphs.py."""
 import copy
+import inspect
 
 import pytest
 import torch
@@ -16,9 +17,11 @@ from tests.helpers import tiny_arch
 
 class FakeCapture:
     def __init__(self):
-        self.captured, self.replayed = [], []
+        self.captured, self.replayed, self.capture_modes = [], [], []
 
     def make_graphed_callables(self, module, sample_args, num_warmup_iters=3, allow_unused_input=False, pool=None):
+        # what the real one would capture with: the default of torch.cuda.graph's capture_error_mode
+        self.capture_modes.append(inspect.signature(torch.cuda.graph).parameters["capture_error_mode"].default)
         for _ in range(num_warmup_iters):  # the real warm-up runs the module, moving BatchNorm statistics
             module(*sample_args)
         self.captured.append(tuple(sample_args[0].shape))
@@ -56,6 +59,9 @@ def test_one_capture_per_shape_and_buffers_see_one_update_per_step(fake):
         torch.testing.assert_close(forward(x)["ctc_logits"], reference(x)["ctc_logits"])
     assert fake.captured == [(2, 3, 32, 64), (3, 3, 32, 96)]
     assert fake.replayed == shapes
+    # "global" would let the DataLoader's pin-memory thread invalidate a capture; the swap is undone after
+    assert fake.capture_modes == ["thread_local"] * 2
+    assert inspect.signature(torch.cuda.graph).parameters["capture_error_mode"].default == "global"
     assert "forward" not in vars(model.encoder), "the module must stay plain after a capture"
     for (name, got), want in zip(model.named_buffers(), reference.buffers()):
         assert torch.equal(got, want), f"{name}: the warm-up passes leaked into the BatchNorm statistics"

@@ -36,7 +36,7 @@ class CudaGraphForward:
                 self._forward()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads (a loader) may call CUDA
             self.static_output = self._forward()
 
     def _forward(self) -> dict:

@@ -9,13 +9,47 @@ work unchanged.
 One graph pair is captured per input shape (bucketed widths and batch sizes give a handful), the first
 time the shape is seen, through ``torch.cuda.make_graphed_callables``; all pairs share one memory pool,
 which is safe because a shape's backward always follows its own forward before another shape runs.
+Captures run in CUDA's "thread_local" mode, so the DataLoader's pin-memory thread may go on meanwhile.
 """
 from __future__ import annotations
+
+import contextlib
+import inspect
 
 import torch
 import torch.nn as nn
 
 __all__ = ["GraphedTrainForward"]
+
+
+class _ThreadLocalCapture(torch.cuda.graph):
+    """``torch.cuda.graph`` capturing in "thread_local" mode unless told otherwise."""
+
+    def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode: str = "thread_local", **options):
+        super().__init__(cuda_graph, pool=pool, stream=stream, capture_error_mode=capture_error_mode, **options)
+
+
+@contextlib.contextmanager
+def thread_local_capture():
+    """Make ``make_graphed_callables`` capture in CUDA's "thread_local" mode.
+
+    Its default, "global", lets a CUDA call from any other thread invalidate the capture, and the
+    DataLoader's pin-memory thread makes such calls: every ``torch.cuda.graph`` entry empties the pinned
+    host cache, so the next batch pins with a fresh ``cudaHostAlloc``, which can fall inside a capture.
+    A capture beside a thread that pins memory failed in "global" mode and passed in "thread_local" mode
+    (H200, 2026-12-04; tests/gpu/test_train_graphs.py). Only this thread's work belongs in the graph.
+    Torch releases whose ``make_graphed_callables`` take the mode get it as an argument; older ones
+    (2.11-2.13) see ``torch.cuda.graph`` swapped for the length of the call, undone on exit.
+    """
+    if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
+        yield {"capture_error_mode": "thread_local"}
+        return
+    original = torch.cuda.graph
+    torch.cuda.graph = _ThreadLocalCapture
+    try:
+        yield {}
+    finally:
+        torch.cuda.graph = original
 
 
 def _require_cuda(model: nn.Module) -> None:
@@ -68,7 +102,8 @@ class GraphedTrainForward:
         # (and counters) out of the model, so training sees exactly one update per step, as eagerly.
         saved = [b.detach().clone() for b in encoder.buffers()]
         static_input = images.detach().clone()
-        torch.cuda.make_graphed_callables(encoder, (static_input,), allow_unused_input=True, pool=self.pool)
+        with thread_local_capture() as mode:
+            torch.cuda.make_graphed_callables(encoder, (static_input,), allow_unused_input=True, pool=self.pool, **mode)
         graphed = encoder.forward  # make_graphed_callables installs the graphed forward on the module ...
         del encoder.forward        # ... which stays a plain module (eval, export, EMA copies)
         with torch.no_grad():
