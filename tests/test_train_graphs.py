@@ -1,8 +1,8 @@
-"""GraphedTrainForward's bookkeeping on the CPU: one capture per input shape (in "thread_local" mode), the
-eager fallbacks, the module left plain and BatchNorm statistics kept free of the capture passes. make_graphed_callables is
-replaced by a fake that behaves like it on the host side (warm-up passes in train mode, the graphed
-forward installed on the module); the real capture is compared with the eager step on a GPU in
-tests/gpu/test_train_graphs.py."""
+"""GraphedTrainForward's bookkeeping on the CPU: one capture per input shape (in "thread_local" mode),
+the eager fallbacks, the module left plain and BatchNorm statistics kept free of the capture passes.
+make_graphed_callables is replaced by a fake that behaves like it on the host side (warm-up passes in
+train mode, the graphed forward installed on the module); the real capture is compared with the eager
+step on a GPU in tests/gpu/test_train_graphs.py."""
 import copy
 import inspect
 

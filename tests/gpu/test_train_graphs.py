@@ -152,7 +152,7 @@ def capture_beside_a_pinning_thread(widths=(64, 96, 128, 160, 192, 224)) -> tupl
 
 def test_capture_survives_a_pin_memory_thread():
     # In CUDA's default "global" capture mode the other thread's host allocations invalidate the capture
-    # (the attention twin's recipe run died of it at its ninth shape); GraphedTrainForward captures
-    # in "thread_local" mode.
+    # (`python scripts/capture_modes_check.py global`: failed on an H200, 2026-12-04); GraphedTrainForward
+    # captures in "thread_local" mode.
     captured, errors = capture_beside_a_pinning_thread()
     assert captured == 6 and not errors, errors
