@@ -219,6 +219,72 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_sca
           dbias.to(delta_bias.scalar_type())};
 }
 
+// ------------------------------------------------------------------------------------ LayerNorm
+// Callers route only shapes the kernel takes (openrec/ops/layer_norm.py); anything else is an error
+// that names the limit.
+int64_t layer_norm_cols(const Tensor& x, const Tensor& weight, const Tensor& bias, const char* op) {
+  TORCH_CHECK(x.dim() >= 1, "openrec::", op, ": x must have at least one dimension");
+  const int64_t cols = x.size(-1);
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == cols && bias.sizes() == weight.sizes(), "openrec::", op,
+              ": weight and bias must have x's last dim (", cols, ") elements, got ", weight.sizes(), " and ",
+              bias.sizes());
+  TORCH_CHECK(weight.scalar_type() == bias.scalar_type() &&
+                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == x.scalar_type()),
+              "openrec::", op, ": weight and bias must both be float32 or x's dtype, got ", weight.scalar_type(),
+              " and ", bias.scalar_type(), " for x ", x.scalar_type());
+  TORCH_CHECK(cols > 0 && cols <= openrec::kLayerNormMaxCols, "openrec::", op, ": the CUDA kernel takes 1 to ",
+              openrec::kLayerNormMaxCols, " channels, got ", cols);
+  TORCH_CHECK(x.is_cuda() && weight.device() == x.device() && bias.device() == x.device(), "openrec::", op,
+              ": tensors must be on one CUDA device");
+  return cols;
+}
+
+std::tuple<Tensor, Tensor, Tensor> layer_norm_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                                   double eps) {
+  const int64_t cols = layer_norm_cols(x, weight, bias, "layer_norm");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = kernel_dtype(x, "layer_norm");
+  const Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = bias.contiguous();
+  Tensor y = at::empty_like(xc);
+  auto stat_sizes = x.sizes().vec();
+  stat_sizes.pop_back();
+  Tensor mean = at::empty(stat_sizes, x.options().dtype(at::kFloat)), rstd = at::empty_like(mean);
+  const int64_t rows = xc.numel() / cols;
+  if (rows == 0) return {y, mean, rstd};
+  check_launch(openrec::layer_norm_forward(dtype, wc.scalar_type() == at::kFloat, xc.data_ptr(), wc.data_ptr(),
+                                           bc.data_ptr(), y.data_ptr(), mean.data_ptr<float>(),
+                                           rstd.data_ptr<float>(), rows, static_cast<int>(cols),
+                                           static_cast<float>(eps), c10::cuda::getCurrentCUDAStream()),
+               "layer_norm");
+  return {y, mean, rstd};
+}
+
+std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_cuda(const Tensor& grad_y, const Tensor& x, const Tensor& mean,
+                                                            const Tensor& rstd, const Tensor& weight) {
+  const int64_t cols = layer_norm_cols(x, weight, weight, "layer_norm_backward");
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), "openrec::layer_norm_backward: grad_y ", grad_y.sizes(), " must match x ",
+              x.sizes());
+  const int64_t rows = x.numel() / cols;
+  TORCH_CHECK(mean.numel() == rows && rstd.numel() == rows, "openrec::layer_norm_backward: mean and rstd must have ",
+              rows, " elements (one per row)");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = kernel_dtype(x, "layer_norm_backward");
+  const Tensor xc = x.contiguous(), gy = grad_y.to(x.scalar_type()).contiguous(), wc = weight.contiguous();
+  const Tensor mf = as_float(mean), rf = as_float(rstd);
+  Tensor grad_x = at::empty_like(xc), grad_w = at::empty_like(wc), grad_b = at::empty_like(wc);
+  if (rows == 0) return {grad_x, grad_w.zero_(), grad_b.zero_()};
+  // Every element of the workspace is written before it is read: no zero-fill on the hot path.
+  Tensor workspace = at::empty({openrec::layer_norm_backward_workspace_floats(rows, static_cast<int>(cols))},
+                               x.options().dtype(at::kFloat));
+  check_launch(openrec::layer_norm_backward(dtype, wc.scalar_type() == at::kFloat, gy.data_ptr(), xc.data_ptr(),
+                                            mf.data_ptr<float>(), rf.data_ptr<float>(), wc.data_ptr(),
+                                            grad_x.data_ptr(), grad_w.data_ptr(), grad_b.data_ptr(),
+                                            workspace.data_ptr<float>(), rows, static_cast<int>(cols),
+                                            c10::cuda::getCurrentCUDAStream()),
+               "layer_norm_backward");
+  return {grad_x, grad_w, grad_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(openrec, CUDA, m) {
@@ -226,4 +292,6 @@ TORCH_LIBRARY_IMPL(openrec, CUDA, m) {
   m.impl("das_sample_backward", &das_sample_backward_cuda);
   m.impl("selective_scan", &selective_scan_cuda);
   m.impl("selective_scan_backward", &selective_scan_backward_cuda);
+  m.impl("layer_norm", &layer_norm_cuda);
+  m.impl("layer_norm_backward", &layer_norm_backward_cuda);
 }

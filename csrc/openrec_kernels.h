@@ -69,4 +69,20 @@ cudaError_t scan_backward(DType dtype, bool bc_float, const void* grad_y, const 
 
 constexpr int kScanChannelsPerBlock = 32;
 
+// ---- LayerNorm over the last dim of contiguous (rows, cols) rows, 0 < cols <= kLayerNormMaxCols:
+// x, y, grad_y, grad_x in `dtype`; weight, bias, grad_weight, grad_bias fp32 when `weight_float`,
+// else `dtype`; mean and rstd fp32 (rows). The backward's sums over rows are per-block partials in
+// `workspace` (no zero-fill needed) added in a fixed order: deterministic.
+constexpr int kLayerNormMaxCols = 512;
+
+cudaError_t layer_norm_forward(DType dtype, bool weight_float, const void* x, const void* weight, const void* bias,
+                               void* y, float* mean, float* rstd, int64_t rows, int cols, float eps,
+                               cudaStream_t stream);
+
+int64_t layer_norm_backward_workspace_floats(int64_t rows, int cols);
+
+cudaError_t layer_norm_backward(DType dtype, bool weight_float, const void* grad_y, const void* x, const float* mean,
+                                const float* rstd, const void* weight, void* grad_x, void* grad_weight,
+                                void* grad_bias, float* workspace, int64_t rows, int cols, cudaStream_t stream);
+
 }  // namespace openrec

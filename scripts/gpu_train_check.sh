@@ -6,6 +6,7 @@
 #                                           # output/gpu_design/latest.pth (kept while the machine is warm)
 #   bash scripts/gpu_train_check.sh curve   # (1 GPU) same seed, same batches, STEPS (300) steps of tiny
 #                                           # SVTRv2Mamba: PyTorch ops fp32 vs CUDA kernels fp32 vs kernels bf16
+#                                           # (CURVE=layer_norm: kernels bf16 with vs without the LayerNorm kernel)
 # Expects .whl/ and .gpudata/ made by scripts/prepare_gpu_carry.sh (carry both with the device tool).
 set -euo pipefail
 MODE=${1:?mode}
@@ -49,13 +50,21 @@ elif [ "$MODE" = curve ]; then
       > $OUT/$1.log 2>&1 || { tail -30 $OUT/$1.log; exit 1; }
     rm -f $OUT/$1/*.pth
   }
-  run torch_fp32 OPENREC_CUDA_KERNELS=0 false
-  run kernels_fp32 OPENREC_CUDA_KERNELS=1 false
-  run kernels_bf16 OPENREC_CUDA_KERNELS=1 true
-  for b in kernels_fp32 kernels_bf16; do
-    echo "== torch_fp32 vs $b"
-    python3 scripts/compare_runs.py $OUT/torch_fp32/history.jsonl $OUT/$b/history.jsonl --skip 40 | tee $OUT/curve_$b.txt
-  done
+  if [ "${CURVE:-ops}" = layer_norm ]; then  # the LayerNorm kernel against PyTorch's LayerNorm, kernels + bf16
+    run ln_torch_bf16 OPENREC_LAYER_NORM=torch true
+    run ln_kernel_bf16 OPENREC_LAYER_NORM=kernel true
+    echo "== ln_torch_bf16 vs ln_kernel_bf16"
+    python3 scripts/compare_runs.py $OUT/ln_torch_bf16/history.jsonl $OUT/ln_kernel_bf16/history.jsonl --skip 40 \
+      | tee $OUT/curve_layer_norm.txt
+  else
+    run torch_fp32 OPENREC_CUDA_KERNELS=0 false
+    run kernels_fp32 OPENREC_CUDA_KERNELS=1 false
+    run kernels_bf16 OPENREC_CUDA_KERNELS=1 true
+    for b in kernels_fp32 kernels_bf16; do
+      echo "== torch_fp32 vs $b"
+      python3 scripts/compare_runs.py $OUT/torch_fp32/history.jsonl $OUT/$b/history.jsonl --skip 40 | tee $OUT/curve_$b.txt
+    done
+  fi
 elif [ "$MODE" = segment ]; then
   RUN=output/gpu_design
   RESUME=(); [ -f $RUN/latest.pth ] && RESUME=(Global.checkpoints=$RUN/latest.pth)

@@ -1,9 +1,10 @@
-"""Times the DAS and selective-scan ops: CUDA kernels vs the PyTorch implementation.
+"""Times the DAS, selective-scan and LayerNorm ops: CUDA kernels vs the PyTorch implementation.
 
     python tools/bench_ops.py --json output/bench_ops.json
 
 Forward and forward+backward (the op pairs themselves, no autograd bookkeeping) at the shapes of the
-issue, fp32 and bf16. Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
+issue, fp32 and bf16 (LayerNorm: rows B*H*W of C channels, against PyTorch's own CUDA LayerNorm,
+``aten.native_layer_norm`` and its backward). Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
 repeated calls do not just hit L2), median of 20 replays. Also measures the device's copy bandwidth
 and reports the bytes each op must move at least, the achieved GB/s and the fraction of that copy
 bandwidth. Needs a GPU and the built extension.
@@ -137,12 +138,42 @@ def scan_case(b, c, h, w, dtype):
     return sets, fwd_bytes, fwd_bytes + bwd_bytes, (kernel_fwd, kernel_both, torch_fwd, torch_both)
 
 
+def layer_norm_case(b, c, h, w, dtype):
+    rows = b * h * w
+    sets = []
+    for _ in range(SETS):
+        x = torch.randn(rows, c, device="cuda").to(dtype)
+        weight, bias = torch.randn(c, device="cuda").to(dtype), torch.randn(c, device="cuda").to(dtype)
+        _, mean, rstd = torch.ops.openrec.layer_norm(x, weight, bias, 1e-6)
+        _, mean_aten, rstd_aten = torch.ops.aten.native_layer_norm(x, [c], weight, bias, 1e-6)
+        sets.append((x, weight, bias, torch.randn_like(x), mean, rstd, mean_aten, rstd_aten))
+    full = rows * c * sets[0][0].element_size()
+    fwd_bytes, bwd_bytes = 2 * full + 8 * rows, 3 * full + 8 * rows
+
+    def kernel_fwd(s):
+        return lambda: torch.ops.openrec.layer_norm(s[0], s[1], s[2], 1e-6)
+
+    def kernel_both(s):
+        return lambda: (torch.ops.openrec.layer_norm(s[0], s[1], s[2], 1e-6),
+                        torch.ops.openrec.layer_norm_backward(s[3], s[0], s[4], s[5], s[1]))
+
+    def torch_fwd(s):
+        return lambda: torch.ops.aten.native_layer_norm(s[0], [c], s[1], s[2], 1e-6)
+
+    def torch_both(s):
+        return lambda: (torch.ops.aten.native_layer_norm(s[0], [c], s[1], s[2], 1e-6),
+                        torch.ops.aten.native_layer_norm_backward(s[3], s[0], [c], s[6], s[7], s[1], s[2],
+                                                                  [True, True, True]))
+
+    return sets, fwd_bytes, fwd_bytes + bwd_bytes, (kernel_fwd, kernel_both, torch_fwd, torch_both)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="write all rows here")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--skip-torch", action="store_true", help="time only the kernels")
-    parser.add_argument("--ops", nargs="+", default=["das", "scan"], choices=["das", "scan"])
+    parser.add_argument("--ops", nargs="+", default=["das", "scan", "layer_norm"], choices=["das", "scan", "layer_norm"])
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_ops: needs a CUDA GPU")
@@ -155,7 +186,7 @@ def main(argv=None) -> int:
     print(f"{device}, torch {torch.__version__}, copy bandwidth {bandwidth:.0f} GB/s (read+write), "
           f"scan chunk {SCAN_CHUNK}, {time.strftime('%Y-%m-%d')}")
     rows = []
-    for op, case in (("das", das_case), ("scan", scan_case)):
+    for op, case in (("das", das_case), ("scan", scan_case), ("layer_norm", layer_norm_case)):
         if op not in args.ops:
             continue
         for shape in SHAPES:
@@ -175,10 +206,10 @@ def main(argv=None) -> int:
                 rows.append(row)
                 del sets
                 torch.cuda.empty_cache()
-    print(f"\n{'op':5s} {'shape':17s} {'dtype':5s} {'fwd ms':>8s} {'f+b ms':>8s} {'torch fwd':>9s} {'torch f+b':>9s} "
+    print(f"\n{'op':10s} {'shape':17s} {'dtype':5s} {'fwd ms':>8s} {'f+b ms':>8s} {'torch fwd':>9s} {'torch f+b':>9s} "
           f"{'fwd GB/s':>8s} {'%copy':>6s} {'f+b GB/s':>8s} {'%copy':>6s}")
     for r in rows:
-        print(f"{r['op']:5s} {r['shape']:17s} {r['dtype']:5s} {r['kernel_fwd_ms']:8.4f} {r['kernel_fwd_bwd_ms']:8.4f} "
+        print(f"{r['op']:10s} {r['shape']:17s} {r['dtype']:5s} {r['kernel_fwd_ms']:8.4f} {r['kernel_fwd_bwd_ms']:8.4f} "
               f"{r.get('torch_fwd_ms', float('nan')):9.4f} {r.get('torch_fwd_bwd_ms', float('nan')):9.4f} "
               f"{r['fwd_GBps']:8.0f} {100 * r['fwd_copy_fraction']:5.0f}% {r['fwd_bwd_GBps']:8.0f} "
               f"{100 * r['fwd_bwd_copy_fraction']:5.0f}%")

@@ -6,6 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from ..ops import layer_norm
+
 __all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates"]
 
 
@@ -116,14 +118,18 @@ class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` that keeps bf16 under CUDA bf16 autocast: it takes and returns bf16 (the kernel
     still accumulates its statistics in fp32). Plain autocast runs LayerNorm in fp32, which costs a
     cast pass in, an fp32 output twice the size, and a cast pass back in the GEMM that reads it.
-    Same parameters and state_dict keys; everywhere else (CPU, fp32, fp16 autocast) it is nn.LayerNorm."""
+    On CUDA the norm runs on openrec's LayerNorm kernel where it applies (``openrec.ops.layer_norm``:
+    rows of up to 512 channels, not under torch.compile). Same parameters and state_dict keys; on the
+    CPU and under fp16 autocast it is nn.LayerNorm."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+        if x.is_cuda and torch.is_autocast_enabled("cuda"):
+            if torch.get_autocast_dtype("cuda") != torch.bfloat16:  # fp16 autocast: its fp32 LayerNorm
+                return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
             weight, bias = self._bf16_affine()
             with torch.autocast("cuda", enabled=False):  # autocast would run the norm in fp32
-                return F.layer_norm(x.to(torch.bfloat16), self.normalized_shape, weight, bias, self.eps)
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+                return layer_norm(x.to(torch.bfloat16), self.normalized_shape, weight, bias, self.eps)
+        return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def train(self, mode: bool = True):
         self.__dict__.pop("_bf16_cache", None)  # every switch (model.eval() before an evaluation) recasts

@@ -1,11 +1,13 @@
-"""Custom ops of the DA-Mamba block: one API, exact PyTorch implementations, CUDA kernels when built.
+"""Custom ops (DAS and the scan of the DA-Mamba block; LayerNorm): one API, exact PyTorch implementations,
+CUDA kernels when built.
 
-Both ops are ``torch.library`` custom ops (``torch.ops.openrec.*``) with autograd and fake
+The ops are ``torch.library`` custom ops (``torch.ops.openrec.*``) with autograd and fake
 implementations, so they work under autograd, ``torch.compile`` and ``opcheck``. The functions named
 ``*_torch`` are the plain PyTorch formulations (the specification; also used for ONNX export). The
 CUDA extension built from ``csrc/`` registers itself as the CUDA implementation of the same ops.
 """
 from .das import das_sample, das_sample_backward_torch, das_sample_torch
+from .layer_norm import layer_norm, layer_norm_backward_torch, layer_norm_kernel_applies, layer_norm_torch
 from .kernels import cuda_kernels_available, cuda_kernels_status, deterministic_kernels, use_deterministic_kernels
 from .selective_scan import (SCAN_CHUNK, export_formulation, linear_scan, linear_scan_fixed_steps, selective_scan,
                              selective_scan_backward_torch, selective_scan_torch)
@@ -16,5 +18,6 @@ __all__ = [
     "das_sample", "das_sample_torch", "das_sample_backward_torch",
     "selective_scan", "selective_scan_torch", "selective_scan_backward_torch", "linear_scan",
     "linear_scan_fixed_steps", "export_formulation", "SCAN_CHUNK",
+    "layer_norm", "layer_norm_torch", "layer_norm_backward_torch", "layer_norm_kernel_applies",
     "cuda_kernels_available", "cuda_kernels_status", "use_deterministic_kernels", "deterministic_kernels",
 ]
