@@ -23,6 +23,7 @@ CPU, float64, wider rows, no affine parameters, ``torch.compile`` (Inductor fuse
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -116,20 +117,15 @@ def _backward(ctx, grad_y, grad_mean, grad_rstd):
 _layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-_registered: dict = {}
-
-
+@functools.cache
 def _kernel_registered() -> bool:
     """The extension is loaded and has the LayerNorm kernel (an extension built before it has not)."""
-    if "value" not in _registered:
-        ok = cuda_kernels_available()
-        if ok:
-            try:
-                ok = torch._C._dispatch_has_kernel_for_dispatch_key("openrec::layer_norm", "CUDA")
-            except (AttributeError, RuntimeError):  # private API: assume the kernel is there
-                pass
-        _registered["value"] = ok
-    return _registered["value"]
+    if not cuda_kernels_available():
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("openrec::layer_norm", "CUDA")
+    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
+        return True
 
 
 def layer_norm_kernel_applies(x: torch.Tensor, normalized_shape, weight, bias) -> bool:

@@ -8,18 +8,12 @@ from torch.library import opcheck
 from openrec.modeling.common import LayerNorm, LayerNorm2d
 from openrec.ops import cuda_kernels_available, layer_norm, layer_norm_kernel_applies
 from openrec.ops.layer_norm import LAYER_NORM_EAGER_MIN_ROWS, layer_norm_backward_torch, layer_norm_torch
+from tests.gpu.test_kernels import TOL, _rel
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
               pytest.mark.skipif(torch.cuda.is_available() and not cuda_kernels_available(),
                                  reason="CUDA kernels not built")]
-TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 1e-2}
 SHAPES = [(1, 1), (3, 7), (1000, 64), (32773, 128), (517, 384), (64, 512), (5, 33), (2, 3, 4, 100), (128, 4, 32, 256)]
-
-
-def _rel(a, b):
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all(), "non-finite values"
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def _inputs(shape, dtype, weight_dtype):
