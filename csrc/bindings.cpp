@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <tuple>
@@ -285,6 +286,78 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_cuda(const Tensor& grad_y
   return {grad_x, grad_w, grad_b};
 }
 
+// ---------------------------------------------------------------------------- depthwise 3x3 conv
+// x (N, C, H, W) is read channels-last (a copy is made when it is not); weight (C, 1, 3, 3) and bias
+// (C) both fp32 or x's dtype. Callers route only shapes the kernel takes (openrec/ops/dwconv.py).
+void dwconv_check(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t mode, const char* op) {
+  TORCH_CHECK(x.dim() == 4, "openrec::", op, ": x must be (N, C, H, W), got ", x.sizes());
+  const int64_t c = x.size(1);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == c && weight.size(1) == 1 && weight.size(2) == 3 &&
+                  weight.size(3) == 3 && bias.dim() == 1 && bias.size(0) == c,
+              "openrec::", op, ": weight must be (", c, ", 1, 3, 3) and bias (", c, "), got ", weight.sizes(), " and ",
+              bias.sizes());
+  TORCH_CHECK(weight.scalar_type() == bias.scalar_type() &&
+                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == x.scalar_type()),
+              "openrec::", op, ": weight and bias must both be float32 or x's dtype, got ", weight.scalar_type(),
+              " and ", bias.scalar_type(), " for x ", x.scalar_type());
+  TORCH_CHECK(c % 4 == 0 && c <= INT32_MAX && x.size(2) <= INT32_MAX && x.size(3) <= INT32_MAX, "openrec::", op,
+              ": the CUDA kernel takes channel counts divisible by 4, got ", c);
+  TORCH_CHECK(mode >= 0 && mode <= 2, "openrec::", op, ": mode must be 0 (plain), 1 (residual) or 2 (silu), got ", mode);
+  TORCH_CHECK(x.is_cuda() && weight.device() == x.device() && bias.device() == x.device(), "openrec::", op,
+              ": tensors must be on one CUDA device");
+}
+
+// Channels-last and aligned for the kernel's 4-element vector loads (a view at an odd offset is copied).
+Tensor channels_last_operand(const Tensor& t) {
+  Tensor c = t.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto align = static_cast<uintptr_t>(4 * c.element_size());
+  if (reinterpret_cast<uintptr_t>(c.data_ptr()) % align != 0) c = c.clone(at::MemoryFormat::ChannelsLast);
+  return c;
+}
+
+Tensor dwconv3x3_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t mode) {
+  dwconv_check(x, weight, bias, mode, "dwconv3x3");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = kernel_dtype(x, "dwconv3x3");
+  const Tensor xc = channels_last_operand(x), wc = weight.contiguous(), bc = bias.contiguous();
+  Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y;
+  check_launch(openrec::dwconv3x3_forward(dtype, wc.scalar_type() == at::kFloat, static_cast<int>(mode), xc.data_ptr(),
+                                          wc.data_ptr(), bc.data_ptr(), y.data_ptr(), x.size(0),
+                                          static_cast<int>(x.size(2)), static_cast<int>(x.size(3)),
+                                          static_cast<int>(x.size(1)), c10::cuda::getCurrentCUDAStream()),
+               "dwconv3x3");
+  return y;
+}
+
+std::tuple<Tensor, Tensor, Tensor> dwconv3x3_backward_cuda(const Tensor& grad_y, const Tensor& x, const Tensor& weight,
+                                                           const Tensor& bias, int64_t mode) {
+  dwconv_check(x, weight, bias, mode, "dwconv3x3_backward");
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), "openrec::dwconv3x3_backward: grad_y ", grad_y.sizes(), " must match x ",
+              x.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = kernel_dtype(x, "dwconv3x3_backward");
+  const Tensor xc = channels_last_operand(x), gy = channels_last_operand(grad_y.to(x.scalar_type()));
+  const Tensor wc = weight.contiguous(), bc = bias.contiguous();
+  Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  Tensor grad_w = at::empty_like(wc), grad_b = at::empty_like(bc);
+  if (x.numel() == 0) return {grad_x, grad_w.zero_(), grad_b.zero_()};
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  // Every element of the workspace is written before it is read: no zero-fill on the hot path.
+  Tensor workspace = at::empty({openrec::dwconv3x3_backward_workspace_floats(n, static_cast<int>(h),
+                                                                             static_cast<int>(w), static_cast<int>(c))},
+                               x.options().dtype(at::kFloat));
+  Tensor g_buffer = mode == 2 ? at::empty_like(grad_x) : Tensor();
+  check_launch(openrec::dwconv3x3_backward(dtype, wc.scalar_type() == at::kFloat, static_cast<int>(mode), gy.data_ptr(),
+                                           xc.data_ptr(), wc.data_ptr(), bc.data_ptr(), grad_x.data_ptr(),
+                                           grad_w.data_ptr(), grad_b.data_ptr(),
+                                           mode == 2 ? g_buffer.data_ptr() : nullptr, workspace.data_ptr<float>(), n,
+                                           static_cast<int>(h), static_cast<int>(w), static_cast<int>(c),
+                                           c10::cuda::getCurrentCUDAStream()),
+               "dwconv3x3_backward");
+  return {grad_x, grad_w, grad_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(openrec, CUDA, m) {
@@ -294,4 +367,6 @@ TORCH_LIBRARY_IMPL(openrec, CUDA, m) {
   m.impl("selective_scan_backward", &selective_scan_backward_cuda);
   m.impl("layer_norm", &layer_norm_cuda);
   m.impl("layer_norm_backward", &layer_norm_backward_cuda);
+  m.impl("dwconv3x3", &dwconv3x3_cuda);
+  m.impl("dwconv3x3_backward", &dwconv3x3_backward_cuda);
 }

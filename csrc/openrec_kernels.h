@@ -85,4 +85,20 @@ cudaError_t layer_norm_backward(DType dtype, bool weight_float, const void* grad
                                 const float* rstd, const void* weight, void* grad_x, void* grad_weight,
                                 void* grad_bias, float* workspace, int64_t rows, int cols, cudaStream_t stream);
 
+// ---- Depthwise 3x3 convolution, stride 1, zero padding 1, on contiguous channels-last maps
+// (n, h, w, c), c % 4 == 0, with the bias and an epilogue fused: mode 0 y = conv(x) + b, 1 y = x +
+// conv(x) + b, 2 y = silu(conv(x) + b). weight (c, 9) and bias (c) fp32 when `weight_float`, else
+// `dtype`. The backward writes grad_x (channels-last, `dtype`), grad_weight and grad_bias (weight's
+// type); mode 2 needs g_buffer (n*h*w*c elements of `dtype`) for the pre-activation gradient. Its
+// sums are per-block partials in `workspace` (no zero-fill needed) added in a fixed order:
+// deterministic.
+cudaError_t dwconv3x3_forward(DType dtype, bool weight_float, int mode, const void* x, const void* weight,
+                              const void* bias, void* y, int64_t n, int h, int w, int c, cudaStream_t stream);
+
+int64_t dwconv3x3_backward_workspace_floats(int64_t n, int h, int w, int c);
+
+cudaError_t dwconv3x3_backward(DType dtype, bool weight_float, int mode, const void* grad_y, const void* x,
+                               const void* weight, const void* bias, void* grad_x, void* grad_weight, void* grad_bias,
+                               void* g_buffer, float* workspace, int64_t n, int h, int w, int c, cudaStream_t stream);
+
 }  // namespace openrec

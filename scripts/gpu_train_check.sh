@@ -6,7 +6,8 @@
 #                                           # output/gpu_design/latest.pth (kept while the machine is warm)
 #   bash scripts/gpu_train_check.sh curve   # (1 GPU) same seed, same batches, STEPS (300) steps of tiny
 #                                           # SVTRv2Mamba: PyTorch ops fp32 vs CUDA kernels fp32 vs kernels bf16
-#                                           # (CURVE=layer_norm: kernels bf16 with vs without the LayerNorm kernel)
+#                                           # (CURVE=layer_norm / CURVE=dwconv: kernels bf16 with vs without the
+#                                           # LayerNorm / fused depthwise-conv kernel)
 # Expects .whl/ and .gpudata/ made by scripts/prepare_gpu_carry.sh (carry both with the device tool).
 set -euo pipefail
 MODE=${1:?mode}
@@ -56,6 +57,12 @@ elif [ "$MODE" = curve ]; then
     echo "== ln_torch_bf16 vs ln_kernel_bf16"
     python3 scripts/compare_runs.py $OUT/ln_torch_bf16/history.jsonl $OUT/ln_kernel_bf16/history.jsonl --skip 40 \
       | tee $OUT/curve_layer_norm.txt
+  elif [ "${CURVE:-ops}" = dwconv ]; then  # the fused depthwise 3x3 kernel against cuDNN + bias + epilogue
+    run dw_torch_bf16 OPENREC_DWCONV=torch true
+    run dw_kernel_bf16 OPENREC_DWCONV=kernel true
+    echo "== dw_torch_bf16 vs dw_kernel_bf16"
+    python3 scripts/compare_runs.py $OUT/dw_torch_bf16/history.jsonl $OUT/dw_kernel_bf16/history.jsonl --skip 40 \
+      | tee $OUT/curve_dwconv.txt
   else
     run torch_fp32 OPENREC_CUDA_KERNELS=0 false
     run kernels_fp32 OPENREC_CUDA_KERNELS=1 false

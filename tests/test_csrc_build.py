@@ -56,4 +56,4 @@ def test_setup_builds_every_source_and_no_sm70():
     text = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
     assert "7.0" not in text.split("DEFAULT_ARCHS")[1].splitlines()[0]
     assert '"-std' not in text  # no pinned C++ standard in the compile flags
-    assert {p.name for p in CSRC.glob("*.cu")} >= {"das_kernels.cu", "scan_kernels.cu", "layer_norm_kernels.cu"}
+    assert {p.name for p in CSRC.glob("*.cu")} >= {"das_kernels.cu", "scan_kernels.cu", "layer_norm_kernels.cu", "dwconv_kernels.cu"}

@@ -1,10 +1,12 @@
-"""Times the DAS, selective-scan and LayerNorm ops: CUDA kernels vs the PyTorch implementation.
+"""Times the DAS, selective-scan, LayerNorm and depthwise-conv ops: CUDA kernels vs the PyTorch implementation.
 
     python tools/bench_ops.py --json output/bench_ops.json
 
 Forward and forward+backward (the op pairs themselves, no autograd bookkeeping) at the shapes of the
 issue, fp32 and bf16 (LayerNorm: rows B*H*W of C channels, against PyTorch's own CUDA LayerNorm,
-``aten.native_layer_norm`` and its backward). Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
+``aten.native_layer_norm`` and its backward; the fused depthwise 3x3 convolution at the DA-Mamba
+blocks' shapes with the "residual" and "silu" epilogues, against the unfused cuDNN convolution +
+bias + epilogue and its autograd, all channels-last). Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
 repeated calls do not just hit L2), median of 20 replays. Also measures the device's copy bandwidth
 and reports the bytes each op must move at least, the achieved GB/s and the fraction of that copy
 bandwidth. Needs a GPU and the built extension.
@@ -28,6 +30,9 @@ from openrec.ops.selective_scan import (SCAN_CHUNK, selective_scan_channels_last
                                         selective_scan_channels_last_torch)
 
 SHAPES = [(256, 128, 8, 32), (256, 256, 4, 32), (256, 256, 4, 96), (64, 256, 4, 512)]  # (B, C, H, W)
+# Tiny/base DA-Mamba blocks at B128 32x128 (block dim, ConvFFN hidden dim) and long text (B64 32x2048).
+DWCONV_SHAPES = [(128, 128, 8, 32), (128, 512, 8, 32), (128, 1024, 4, 32), (64, 128, 8, 512)]
+OPS = ["das", "scan", "layer_norm", "dwconv"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Issue #4 targets on an H100, fp32, B256 C256 4x32 (ms).
 TARGETS = {("das", "fwd"): 0.036, ("das", "fwd+bwd"): 0.15, ("scan", "fwd"): 0.045, ("scan", "fwd+bwd"): 0.12}
@@ -168,12 +173,43 @@ def layer_norm_case(b, c, h, w, dtype):
     return sets, fwd_bytes, fwd_bytes + bwd_bytes, (kernel_fwd, kernel_both, torch_fwd, torch_both)
 
 
+def dwconv_case(b, c, h, w, dtype, epilogue):
+    mode = {"residual": 1, "silu": 2}[epilogue]
+    sets = []
+    for _ in range(SETS):
+        x = torch.randn(b, c, h, w, device="cuda").to(dtype).contiguous(memory_format=torch.channels_last)
+        weight, bias = (0.3 * torch.randn(c, 1, 3, 3, device="cuda")).to(dtype), torch.randn(c, device="cuda").to(dtype)
+        sets.append((x, weight, bias, torch.randn_like(x), x.detach().clone().requires_grad_(),
+                     weight.clone().requires_grad_(), bias.clone().requires_grad_()))
+    full = sets[0][0].numel() * sets[0][0].element_size()
+    fwd_bytes, bwd_bytes = 2 * full, 3 * full  # x in, y out; grad_y and x in, grad_x out
+
+    def unfused(x, weight, bias):
+        z = torch.nn.functional.conv2d(x, weight, bias, padding=1, groups=c)
+        return x + z if epilogue == "residual" else torch.nn.functional.silu(z)
+
+    def kernel_fwd(s):
+        return lambda: torch.ops.openrec.dwconv3x3(s[0], s[1], s[2], mode)
+
+    def kernel_both(s):
+        return lambda: (torch.ops.openrec.dwconv3x3(s[0], s[1], s[2], mode),
+                        torch.ops.openrec.dwconv3x3_backward(s[3], s[0], s[1], s[2], mode))
+
+    def torch_fwd(s):
+        return lambda: unfused(s[0], s[1], s[2])
+
+    def torch_both(s):
+        return lambda: torch.autograd.grad(unfused(s[4], s[5], s[6]), (s[4], s[5], s[6]), s[3])
+
+    return sets, fwd_bytes, fwd_bytes + bwd_bytes, (kernel_fwd, kernel_both, torch_fwd, torch_both)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="write all rows here")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--skip-torch", action="store_true", help="time only the kernels")
-    parser.add_argument("--ops", nargs="+", default=["das", "scan", "layer_norm"], choices=["das", "scan", "layer_norm"])
+    parser.add_argument("--ops", nargs="+", default=OPS, choices=OPS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_ops: needs a CUDA GPU")
@@ -186,10 +222,12 @@ def main(argv=None) -> int:
     print(f"{device}, torch {torch.__version__}, copy bandwidth {bandwidth:.0f} GB/s (read+write), "
           f"scan chunk {SCAN_CHUNK}, {time.strftime('%Y-%m-%d')}")
     rows = []
-    for op, case in (("das", das_case), ("scan", scan_case), ("layer_norm", layer_norm_case)):
-        if op not in args.ops:
+    cases = [("das", das_case, SHAPES), ("scan", scan_case, SHAPES), ("layer_norm", layer_norm_case, SHAPES)]
+    cases += [(f"dwconv_{e[:3]}", lambda *a, e=e: dwconv_case(*a, e), DWCONV_SHAPES) for e in ("residual", "silu")]
+    for op, case, shapes in cases:
+        if op.split("_")[0] not in args.ops and op not in args.ops:
             continue
-        for shape in SHAPES:
+        for shape in shapes:
             for dname in args.dtypes:
                 sets, fwd_bytes, both_bytes, (kf, kb, tf, tb) = case(*shape, DTYPES[dname])
                 row = {"op": op, "shape": "B{} C{} {}x{}".format(*shape), "dtype": dname,

@@ -13,13 +13,15 @@ Why a kernel: the rows of these encoders are short (64-384 channels) and many (B
 PyTorch's CUDA LayerNorm is slow, above all its weight/bias gradient (perf note 33). The kernel takes
 up to 512 channels, fp32/fp16/bf16 x and weights in fp32 or x's dtype; its backward is deterministic.
 
-:func:`layer_norm` routes a call to the op where the kernel takes it *and* the GPU, not the host,
-is the limit: inside a CUDA-graph capture (``Global.cuda_graphs``, ``TextRecognizer(cuda_graphs=
-True)``), where host cost vanishes on replay, and for eager calls of at least
-``LAYER_NORM_EAGER_MIN_ROWS`` rows. A small eager step is host-bound, and there the custom op's Python
-autograd costs more than the GPU time it saves (perf note 33). Everything else is ``F.layer_norm``:
-CPU, float64, wider rows, no affine parameters, ``torch.compile`` (Inductor fuses its own).
-``OPENREC_LAYER_NORM=torch`` never uses the kernel, ``=kernel`` uses it for every call it takes.
+:func:`layer_norm` runs every call the kernel takes on it by default (``OPENREC_LAYER_NORM=kernel``).
+``OPENREC_LAYER_NORM=auto`` uses it only inside CUDA-graph captures and for eager calls of at least
+``LAYER_NORM_EAGER_MIN_ROWS`` rows (small eager steps are host-bound, and there the custom op's
+Python autograd cost more than it saved, perf note 33). ``auto`` is not the default: with it the
+warm-up passes before a capture run PyTorch's LayerNorm and the capture the kernel, and graphed
+training of the attention twin then failed inside cuDNN's SDPA backward (perf note 34).
+``OPENREC_LAYER_NORM=torch`` never uses the kernel. Calls the kernel does not take are
+``F.layer_norm``: CPU, float64, wider rows, no affine parameters, ``torch.compile`` (Inductor fuses
+its own).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ __all__ = ["layer_norm", "layer_norm_torch", "layer_norm_backward_torch", "LAYER
            "LAYER_NORM_EAGER_MIN_ROWS", "layer_norm_kernel_applies"]
 
 LAYER_NORM_MAX_CHANNELS = 512  # kLayerNormMaxCols in csrc/openrec_kernels.h
-LAYER_NORM_EAGER_MIN_ROWS = 131072  # e.g. B64 8x256 tokens: native LayerNorm fwd+bwd >= ~0.2 ms on an H200
+LAYER_NORM_EAGER_MIN_ROWS = 131072  # OPENREC_LAYER_NORM=auto; e.g. B64 8x256 tokens: native LayerNorm fwd+bwd >= ~0.2 ms on an H200
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -135,7 +137,7 @@ def layer_norm_kernel_applies(x: torch.Tensor, normalized_shape, weight, bias) -
             and x.dtype in _KERNEL_DTYPES and weight.dtype == bias.dtype and weight.dtype in (torch.float32, x.dtype)
             and not torch.compiler.is_compiling()):
         return False
-    mode = os.environ.get("OPENREC_LAYER_NORM", "auto")
+    mode = os.environ.get("OPENREC_LAYER_NORM", "kernel")
     if mode not in ("auto", "torch", "kernel"):
         raise ValueError(f"OPENREC_LAYER_NORM must be auto, torch or kernel, got {mode!r}")
     if mode == "torch" or not _kernel_registered():

@@ -75,8 +75,14 @@ def _count_kernel_calls(monkeypatch) -> list:
     return calls
 
 
-def test_auto_routing_small_eager_calls_stay_pytorch_captures_and_large_calls_use_the_kernel(monkeypatch):
+def test_default_routing_takes_the_kernel_for_small_eager_calls(monkeypatch):
     monkeypatch.delenv("OPENREC_LAYER_NORM", raising=False)
+    x = torch.randn(64, 128, device="cuda")
+    assert layer_norm_kernel_applies(x, (128,), torch.ones(128, device="cuda"), torch.zeros(128, device="cuda"))
+
+
+def test_auto_routing_small_eager_calls_stay_pytorch_captures_and_large_calls_use_the_kernel(monkeypatch):
+    monkeypatch.setenv("OPENREC_LAYER_NORM", "auto")
     norm = LayerNorm(128).cuda()
     calls = _count_kernel_calls(monkeypatch)
     small = torch.randn(64, 256, 128, device="cuda")  # 16k rows: a host-bound eager step

@@ -64,7 +64,11 @@ def no_tf32():
 @pytest.mark.parametrize("head", ["RCTC", "GTC"])
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
 @pytest.mark.parametrize("max_shapes", [32, 1])  # 1: the second shape runs eagerly beside the graphed first
-def test_graphed_encoder_trains_like_the_eager_model(head, amp, max_shapes, no_tf32):
+def test_graphed_encoder_trains_like_the_eager_model(head, amp, max_shapes, no_tf32, monkeypatch):
+    # The same LayerNorm and depthwise-conv implementations in both runs (eager small calls would
+    # route to PyTorch's, captures to the kernels): this compares graphs with eager, not kernels.
+    monkeypatch.setenv("OPENREC_LAYER_NORM", "kernel")
+    monkeypatch.setenv("OPENREC_DWCONV", "kernel")
     torch.manual_seed(0)
     charset = build_charset(None, False, 25)
     model = build_model(tiny_arch(head, drop_path_rate=0.0), charset).cuda()
@@ -156,3 +160,33 @@ def test_capture_survives_a_pin_memory_thread():
     # captures in "thread_local" mode.
     captured, errors = capture_beside_a_pinning_thread()
     assert captured == 6 and not errors, errors
+
+
+@pytest.mark.parametrize("config", ["svtrv2_tiny_gtc_rctc", "svtrv2_mamba_tiny_gtc_rctc"])
+def test_graphed_bf16_training_with_the_shipped_routing(config, monkeypatch):
+    """Small eager calls route to PyTorch's LayerNorm / cuDNN, captures to the kernels; the warm-up
+    before a capture must run the capture's ops (it runs the same kernels under the default routing). Without that,
+    the attention twin's capture failed in cuDNN's SDPA backward (CUDNN_STATUS_INTERNAL_ERROR, H200)."""
+    from openrec.config import load_config
+    from openrec.engine.describe import sample_label_batch
+    from openrec.text import charset_from_config
+
+    monkeypatch.delenv("OPENREC_LAYER_NORM", raising=False)
+    monkeypatch.delenv("OPENREC_DWCONV", raising=False)
+    torch.manual_seed(0)
+    cfg = load_config(f"configs/rec/svtrv2/{config}.yml")
+    charset = charset_from_config(cfg)
+    model = build_model(cfg["Architecture"], charset).cuda().train()
+    loss_fn = build_loss(cfg["Loss"], charset)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v
+             for k, v in sample_label_batch(build_label_encoder(cfg["LabelEncode"], charset), 128).items()}
+    images = torch.randn(128, 3, 32, 128, device="cuda")
+    forward = GraphedTrainForward(model)
+    losses = []
+    for _ in range(3):
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            loss = loss_fn(forward(images, batch), batch)["loss"]
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+    assert len(forward.graphs) == 1 and all(torch.isfinite(torch.tensor(losses)))

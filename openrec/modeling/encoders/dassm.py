@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import das_sample, selective_scan
+from ...ops import das_sample, dwconv3x3, selective_scan
 from ..common import DropPath, LayerNorm, LayerNorm2d
 
-__all__ = ["pointwise", "ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
+__all__ = ["pointwise", "depthwise3x3", "ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
 
 
 def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +30,17 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
+def depthwise3x3(conv: nn.Conv2d, x: torch.Tensor, epilogue: str = "none") -> torch.Tensor:
+    """``conv(x)``, ``x + conv(x)`` (epilogue "residual") or ``silu(conv(x))`` ("silu") for a depthwise
+    convolution. A 3x3, stride-1, zero-padded one runs through ``openrec.ops.dwconv3x3``: on CUDA the
+    fused kernel (bias and epilogue in the convolution, one kernel each way), elsewhere F.conv2d."""
+    if (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1) and conv.dilation == (1, 1)
+            and conv.groups == conv.in_channels == conv.out_channels and conv.padding_mode == "zeros"):
+        return dwconv3x3(x, conv.weight, conv.bias, epilogue)
+    y = conv(x)
+    return x + y if epilogue == "residual" else F.silu(y) if epilogue == "silu" else y
+
+
 class ResDWC(nn.Module):
     """Residual depthwise 3x3 convolution: ``x + dwconv(x)`` (a conditional position encoding)."""
 
@@ -38,7 +49,7 @@ class ResDWC(nn.Module):
         self.conv = nn.Conv2d(dim, dim, kernel_size, 1, kernel_size // 2, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x)
+        return depthwise3x3(self.conv, x, "residual")
 
 
 class ConvFFN(nn.Module):
@@ -79,7 +90,7 @@ class DynamicAdaptiveScan(nn.Module):
 
     def forward(self, block_input: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """block_input: (B, C, H, W) normalised block input; x: (B, H, W, C) -> (B, H, W, C)."""
-        feats = self.dw_conv(block_input).permute(0, 2, 3, 1)
+        feats = depthwise3x3(self.dw_conv, block_input).permute(0, 2, 3, 1)
         offset = self.offset(self.act(self.norm(feats)))
         return das_sample(x, offset)
 
@@ -133,7 +144,7 @@ class DASSM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        feats = self.act(self.conv2d(pointwise(self.in_proj, x))).permute(0, 2, 3, 1)
+        feats = depthwise3x3(self.conv2d, pointwise(self.in_proj, x), "silu").permute(0, 2, 3, 1)  # self.act fused
         feats = self.da_scan(x, feats)
         y = self.out_norm(self.ssm(feats))
         y = y.transpose(1, 2).reshape(b, c, h, w)

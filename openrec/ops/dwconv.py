@@ -1,0 +1,181 @@
+"""Depthwise 3x3 convolution with its bias and epilogue fused, as a ``torch.library`` custom op with a
+CUDA kernel for channels-last maps.
+
+Semantics (the specification the kernel must match), for x (N, C, H, W), weight (C, 1, 3, 3), bias (C),
+stride 1, zero padding 1, math in fp32 (float64 for float64 inputs)::
+
+    z = conv2d(x, weight, bias, padding=1, groups=C)
+    y = z            (epilogue "none",     mode 0: DAS's offset branch)
+    y = x + z        (epilogue "residual", mode 1: ResDWC, the position encoding and the ConvFFN's conv)
+    y = silu(z)      (epilogue "silu",     mode 2: DASSM's conv + SiLU)
+
+    backward: g = grad_y, or for "silu" g = grad_y * silu'(z) rounded to x's dtype (as the unfused
+    autograd graph holds it); grad_x = conv_transpose2d(g, weight) (+ grad_y for "residual"),
+    grad_weight[c, tap] = sum over N, H, W of g * x shifted by the tap, grad_bias = sum of g.
+
+Outputs are channels-last. Why a kernel: with cuDNN every such convolution on a channels-last map is
+a convolution, a separate broadcast kernel for the bias and a separate add or SiLU, and in training
+two more convolutions and a slow column sum for the bias gradient (perf note 34).
+
+:func:`dwconv3x3` runs a call on the kernel where it takes it (CUDA, fp32/fp16/bf16, channels
+divisible by 4, weight and bias fp32 or x's dtype, not under ``torch.compile``) *and* the GPU is the
+limit, the rule of :mod:`openrec.ops.layer_norm`: inside a CUDA-graph capture, and for eager calls of
+at least ``DWCONV_EAGER_MIN_PIXELS`` pixels (N*H*W). Small eager steps are host-bound, and there the
+custom op's Python autograd did not pay (perf note 34). Everything else is ``F.conv2d`` plus the
+epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never uses the kernel,
+``=kernel`` uses it for every call it takes.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .kernels import cuda_kernels_available
+
+__all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies", "EPILOGUES",
+           "DWCONV_EAGER_MIN_PIXELS"]
+
+EPILOGUES = {"none": 0, "residual": 1, "silu": 2}
+DWCONV_EAGER_MIN_PIXELS = 131072  # e.g. B64 8x256: long text, where the eager kernel gained 14% (perf note 34)
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def dwconv3x3_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int) -> torch.Tensor:
+    """The op's PyTorch implementation (see the module docstring)."""
+    cd = _compute_dtype(x)
+    xf = x.to(cd)
+    z = F.conv2d(xf, weight.to(cd), bias.to(cd), padding=1, groups=x.shape[1])
+    if mode == 1:
+        z = xf + z
+    elif mode == 2:
+        z = F.silu(z)
+    return _channels_last(z.to(x.dtype))
+
+
+def dwconv3x3_backward_torch(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                             mode: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward op's PyTorch implementation: (grad_x, grad_weight, grad_bias)."""
+    cd = _compute_dtype(x)
+    xf, gy, w = x.to(cd), grad_y.to(cd), weight.to(cd)
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    g = gy
+    if mode == 2:
+        z = F.conv2d(xf, w, bias.to(cd), padding=1, groups=channels)
+        s = torch.sigmoid(z)
+        g = (gy * s * (1 + z * (1 - s))).to(x.dtype).to(cd)
+    grad_x = F.conv_transpose2d(g, w, padding=1, groups=channels)
+    if mode == 1:
+        grad_x = grad_x + gy
+    padded = F.pad(xf, (1, 1, 1, 1))
+    taps = [(g * padded[:, :, i:i + height, j:j + width]).sum((0, 2, 3)) for i in range(3) for j in range(3)]
+    grad_weight = torch.stack(taps, 1).reshape(weight.shape)
+    grad_bias = g.sum((0, 2, 3))
+    return _channels_last(grad_x.to(x.dtype)), grad_weight.to(weight.dtype), grad_bias.to(bias.dtype)
+
+
+def _check(x, weight, bias, mode) -> None:
+    channels = x.shape[1] if x.dim() == 4 else None
+    if x.dim() != 4 or weight.shape != (channels, 1, 3, 3) or bias.shape != (channels,):
+        raise ValueError(f"openrec::dwconv3x3: x must be (N, C, H, W) with weight (C, 1, 3, 3) and bias (C,), got "
+                         f"{tuple(x.shape)}, {tuple(weight.shape)} and {tuple(bias.shape)}")
+    if mode not in (0, 1, 2):
+        raise ValueError(f"openrec::dwconv3x3: mode must be 0 (none), 1 (residual) or 2 (silu), got {mode}")
+
+
+@torch.library.custom_op("openrec::dwconv3x3", mutates_args=())
+def _dwconv3x3_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int) -> torch.Tensor:
+    _check(x, weight, bias, mode)
+    return dwconv3x3_torch(x, weight, bias, mode)
+
+
+@_dwconv3x3_op.register_fake
+def _(x, weight, bias, mode):
+    _check(x, weight, bias, mode)
+    return torch.empty_like(x, memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("openrec::dwconv3x3_backward", mutates_args=())
+def _dwconv3x3_backward_op(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check(x, weight, bias, mode)
+    return dwconv3x3_backward_torch(grad_y, x, weight, bias, mode)
+
+
+@_dwconv3x3_backward_op.register_fake
+def _(grad_y, x, weight, bias, mode):
+    _check(x, weight, bias, mode)
+    return (torch.empty_like(x, memory_format=torch.channels_last),
+            torch.empty_like(weight, memory_format=torch.contiguous_format), torch.empty_like(bias))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, mode = inputs
+    ctx.mode = mode
+    ctx.save_for_backward(x, weight, bias)
+
+
+def _backward(ctx, grad_y):
+    x, weight, bias = ctx.saved_tensors
+    grad_x, grad_weight, grad_bias = torch.ops.openrec.dwconv3x3_backward(grad_y, x, weight, bias, ctx.mode)
+    return grad_x, grad_weight, grad_bias, None
+
+
+_dwconv3x3_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@functools.cache
+def _kernel_registered() -> bool:
+    """The extension is loaded and has the kernel (an extension built before it has not)."""
+    if not cuda_kernels_available():
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("openrec::dwconv3x3", "CUDA")
+    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
+        return True
+
+
+def dwconv3x3_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether :func:`dwconv3x3` runs this call on the CUDA kernel (x in the dtype it will run in)."""
+    if not (x.is_cuda and x.dim() == 4 and bias is not None and x.shape[1] % 4 == 0 and x.numel() > 0
+            and x.dtype in _KERNEL_DTYPES and weight.dtype == bias.dtype and weight.dtype in (torch.float32, x.dtype)
+            and tuple(weight.shape) == (x.shape[1], 1, 3, 3) and not torch.compiler.is_compiling()):
+        return False
+    mode = os.environ.get("OPENREC_DWCONV", "auto")
+    if mode not in ("auto", "torch", "kernel"):
+        raise ValueError(f"OPENREC_DWCONV must be auto, torch or kernel, got {mode!r}")
+    if mode == "torch" or not _kernel_registered():
+        return False
+    return (mode == "kernel" or torch.cuda.is_current_stream_capturing()
+            or x.shape[0] * x.shape[2] * x.shape[3] >= DWCONV_EAGER_MIN_PIXELS)
+
+
+def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, epilogue: str = "none") -> torch.Tensor:
+    """``epilogue(F.conv2d(x, weight, bias, padding=1, groups=C))`` for a depthwise 3x3 weight
+    (C, 1, 3, 3); epilogue "none", "residual" (x + ...) or "silu". On the fused CUDA kernel where it
+    applies; under CUDA autocast x then runs in the autocast dtype, as F.conv2d would."""
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"dwconv3x3: epilogue must be one of {sorted(EPILOGUES)}, got {epilogue!r}")
+    xk = x
+    autocast = x.is_cuda and torch.is_autocast_enabled("cuda")
+    if autocast:
+        xk = x.to(torch.get_autocast_dtype("cuda"))
+    if dwconv3x3_kernel_applies(xk, weight, bias):
+        if autocast:
+            with torch.autocast("cuda", enabled=False):
+                return torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES[epilogue])
+        return torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES[epilogue])
+    z = F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])
+    if epilogue == "residual":
+        return x + z
+    return F.silu(z) if epilogue == "silu" else z
