@@ -10,6 +10,7 @@ from ..data.transforms import DecodeError, aspect_bucket, bucket_size, decode_im
 from ..modeling import build_model
 from ..text import build_postprocess, charset_from_config
 from .checkpoint import load_checkpoint
+from .train_graphs import gc_paused
 
 __all__ = ["TextRecognizer", "CudaGraphForward", "expand_inputs"]
 
@@ -36,7 +37,7 @@ class CudaGraphForward:
                 self._forward()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads (a loader) may call CUDA
+        with gc_paused(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads (a loader) may call CUDA
             self.static_output = self._forward()
 
     def _forward(self) -> dict:

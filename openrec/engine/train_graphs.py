@@ -14,12 +14,13 @@ Captures run in CUDA's "thread_local" mode, so the DataLoader's pin-memory threa
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 
 import torch
 import torch.nn as nn
 
-__all__ = ["GraphedTrainForward"]
+__all__ = ["GraphedTrainForward", "gc_paused"]
 
 
 class _ThreadLocalCapture(torch.cuda.graph):
@@ -50,6 +51,26 @@ def thread_local_capture():
         yield {}
     finally:
         torch.cuda.graph = original
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Collect garbage now, then keep Python's cyclic collector off for the length of a capture.
+
+    torch (2.11+) no longer collects before a capture, so a collection can start inside one, and one
+    that frees an older CUDA graph held in a dead reference cycle destroys that graph mid-capture,
+    which CUDA does not permit: the capture is invalidated (cudaErrorStreamCaptureInvalidated, with
+    "operation not permitted when stream is capturing (function reset)"). This took down the fourth
+    graphed row of bench_rec.py, whose earlier rows' graphs sit in such cycles (H200, 2026-12-04).
+    """
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _require_cuda(model: nn.Module) -> None:
@@ -102,7 +123,7 @@ class GraphedTrainForward:
         # (and counters) out of the model, so training sees exactly one update per step, as eagerly.
         saved = [b.detach().clone() for b in encoder.buffers()]
         static_input = images.detach().clone()
-        with thread_local_capture() as mode:
+        with thread_local_capture() as mode, gc_paused():
             torch.cuda.make_graphed_callables(encoder, (static_input,), allow_unused_input=True, pool=self.pool, **mode)
         graphed = encoder.forward  # make_graphed_callables installs the graphed forward on the module ...
         del encoder.forward        # ... which stays a plain module (eval, export, EMA copies)

@@ -1,6 +1,7 @@
 """Training with the encoder replayed from CUDA graphs (Global.cuda_graphs) gives the eager step's
 losses, gradients, weights and BatchNorm statistics, for several input shapes, fp32 and bf16."""
 import copy
+import gc
 import random
 import threading
 
@@ -190,3 +191,42 @@ def test_graphed_bf16_training_with_the_shipped_routing(config, monkeypatch):
         model.zero_grad(set_to_none=True)
         losses.append(float(loss))
     assert len(forward.graphs) == 1 and all(torch.isfinite(torch.tensor(losses)))
+
+
+
+class _Cycle:
+    """Holds an object in a reference cycle, so that only the cyclic collector can free it."""
+
+    def __init__(self, payload):
+        self.payload, self.me = payload, self
+
+
+def test_no_collection_inside_a_capture_can_free_an_older_graph():
+    # bench_rec.py leaves each row's graphed step in dead reference cycles, and torch 2.11+ does not
+    # collect before a capture: a collection that started inside the fourth row's capture destroyed old
+    # graphs there and invalidated it (H200, 2026-12-04). A hook inside the capture stands in for the
+    # collector starting there; it can only start while the collector is on.
+    charset = build_charset(None, False, 25)
+    model = build_model(tiny_arch("RCTC", drop_path_rate=0.0), charset).cuda().train()
+    old = GraphedTrainForward(model)
+    old(torch.randn(4, 3, 32, 64, device="cuda"))["ctc_logits"].float().square().mean().backward()
+    torch.cuda.synchronize()
+    holder, seen = [_Cycle(old)], []
+    del old
+
+    def collector_starts_here(module, args):
+        if torch.cuda.is_current_stream_capturing():
+            seen.append(gc.isenabled())
+            if gc.isenabled() and holder:
+                holder.clear()  # the old graphs are garbage now, in a cycle ...
+                gc.collect()    # ... that this collection frees, inside the capture
+    # on a submodule: make_graphed_callables refuses a module with hooks of its own
+    handle = next(model.encoder.children()).register_forward_pre_hook(collector_starts_here)
+    try:
+        new = GraphedTrainForward(model)
+        new(torch.randn(4, 3, 32, 96, device="cuda"))["ctc_logits"].float().square().mean().backward()
+        torch.cuda.synchronize()
+    finally:
+        handle.remove()
+    assert seen and not any(seen), "the cyclic collector was on inside the capture"
+    assert len(new.graphs) == 1
