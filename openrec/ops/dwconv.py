@@ -171,10 +171,14 @@ def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     if autocast:
         xk = x.to(torch.get_autocast_dtype("cuda"))
     if dwconv3x3_kernel_applies(xk, weight, bias):
-        if autocast:
-            with torch.autocast("cuda", enabled=False):
-                return torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES[epilogue])
-        return torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES[epilogue])
+        if not autocast:
+            return torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES[epilogue])
+        # The unfused path adds the residual in x's dtype (fp32 x + bf16 conv -> fp32): a residual
+        # stream that reaches the block in fp32 stays fp32, as it would without the kernel.
+        split_residual = epilogue == "residual" and x.dtype != xk.dtype
+        with torch.autocast("cuda", enabled=False):
+            z = torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES["none" if split_residual else epilogue])
+        return x + z if split_residual else z
     z = F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])
     if epilogue == "residual":
         return x + z

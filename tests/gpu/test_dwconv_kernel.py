@@ -148,3 +148,26 @@ def test_dassm_block_with_and_without_the_kernel(amp, monkeypatch):
             assert _rel(k, e) <= 1e-5, name
         else:
             assert _rel(k, e) <= 1.5 * _rel(c, e) + 1e-3, name
+
+
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("epilogue", ["residual", "silu", "none"])
+def test_autocast_output_dtype_follows_the_unfused_path(amp, epilogue, monkeypatch):
+    """An fp32 x under autocast: the unfused path convolves in the autocast dtype and adds the residual in
+    fp32 (fp32 + bf16 -> fp32), so the kernel path must return the same dtype and, for the residual, add
+    x in fp32 (a residual stream that reaches a block in fp32 must not drop to 16 bits there)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, 8, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(64, 1, 3, 3, device="cuda") * 0.3, torch.randn(64, device="cuda") * 0.1
+    out = {}
+    for mode in ("kernel", "torch"):
+        monkeypatch.setenv("OPENREC_DWCONV", mode)
+        with torch.autocast("cuda", dtype=amp):
+            out[mode] = dwconv3x3(x, weight, bias, epilogue)
+    assert out["kernel"].dtype == out["torch"].dtype
+    torch.testing.assert_close(out["kernel"].float(), out["torch"].float(), rtol=1e-2, atol=1e-2)
+    if epilogue == "residual":  # x itself enters unrounded: y = fp32 x + the 16-bit convolution
+        monkeypatch.setenv("OPENREC_DWCONV", "kernel")
+        with torch.autocast("cuda", dtype=amp):
+            z = dwconv3x3(x, weight, bias, "none")
+        assert z.dtype == amp and torch.equal(out["kernel"], x + z)
