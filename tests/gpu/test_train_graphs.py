@@ -165,9 +165,10 @@ def test_capture_survives_a_pin_memory_thread():
 
 @pytest.mark.parametrize("config", ["svtrv2_tiny_gtc_rctc", "svtrv2_mamba_tiny_gtc_rctc"])
 def test_graphed_bf16_training_with_the_shipped_routing(config, monkeypatch):
-    """Small eager calls route to PyTorch's LayerNorm / cuDNN, captures to the kernels; the warm-up
-    before a capture must run the capture's ops (it runs the same kernels under the default routing). Without that,
-    the attention twin's capture failed in cuDNN's SDPA backward (CUDNN_STATUS_INTERNAL_ERROR, H200)."""
+    """Graphed bf16 training of both tiny families under the default routing (LayerNorm kernel for every
+    call, depthwise kernel in captures). Under OPENREC_LAYER_NORM=auto the attention twin's capture once
+    failed in cuDNN's SDPA backward (CUDNN_STATUS_INTERNAL_ERROR, H200; perf note 34, possibly the
+    garbage-collection fault of note 35)."""
     from openrec.config import load_config
     from openrec.engine.describe import sample_label_batch
     from openrec.text import charset_from_config
