@@ -100,6 +100,42 @@ __device__ __forceinline__ void stage_weights(const W* __restrict__ weight, cons
   for (int i = threadIdx.x; i < n_ch; i += kThreads) s_b[i] = bias != nullptr ? to_float(bias[c_lo + i]) : 0.f;
 }
 
+// The block's staged weights and bias of this thread's four channels, into registers.
+__device__ __forceinline__ void load_weights(const float* s_w, const float* s_b, int tx, float (&wt)[9][kV],
+                                             float (&b)[kV]) {
+#pragma unroll
+  for (int t = 0; t < 9; ++t) {
+    const float4 q = *reinterpret_cast<const float4*>(s_w + t * (kMaxCVB * kV) + tx * kV);
+    wt[t][0] = q.x; wt[t][1] = q.y; wt[t][2] = q.z; wt[t][3] = q.w;
+  }
+#pragma unroll
+  for (int j = 0; j < kV; ++j) b[j] = s_b[tx * kV + j];
+}
+
+// bias + the 3x3 window (columns left, mid, right) of channel j, taps in a fixed order.
+__device__ __forceinline__ float window_sum(const float (&wt)[9][kV], const float (&left)[3][kV],
+                                            const float (&mid)[3][kV], const float (&right)[3][kV], int j,
+                                            float acc) {
+#pragma unroll
+  for (int r = 0; r < 3; ++r) {
+    acc = fmaf(wt[3 * r][j], left[r][j], acc);
+    acc = fmaf(wt[3 * r + 1][j], mid[r][j], acc);
+    acc = fmaf(wt[3 * r + 2][j], right[r][j], acc);
+  }
+  return acc;
+}
+
+// Moves the window one column to the right (right is loaded next).
+__device__ __forceinline__ void slide(float (&left)[3][kV], float (&mid)[3][kV], const float (&right)[3][kV]) {
+#pragma unroll
+  for (int r = 0; r < 3; ++r)
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      left[r][j] = mid[r][j];
+      mid[r][j] = right[r][j];
+    }
+}
+
 // y = epilogue(conv(x) + bias). MODE 0: plain; 1: + x (residual); 2: SiLU. FLIP: the transposed
 // convolution (grad x of a plain convolution), bias null.
 template <typename T, typename W, int MODE, bool FLIP>
@@ -121,13 +157,7 @@ __global__ void __launch_bounds__(kThreads)
   const int h = static_cast<int>(row % H);
   const int64_t n = row / H;
   float wt[9][kV], b[kV];
-#pragma unroll
-  for (int t = 0; t < 9; ++t) {
-    const float4 q = *reinterpret_cast<const float4*>(s_w + t * (kMaxCVB * kV) + tx * kV);
-    wt[t][0] = q.x; wt[t][1] = q.y; wt[t][2] = q.z; wt[t][3] = q.w;
-  }
-#pragma unroll
-  for (int j = 0; j < kV; ++j) b[j] = s_b[tx * kV + j];
+  load_weights(s_w, s_b, tx, wt, b);
   const int64_t C64 = C;
   const T* img = x + n * H * Wd * C64 + static_cast<int64_t>(v) * kV;
   T* out_img = y + n * H * Wd * C64 + static_cast<int64_t>(v) * kV;
@@ -143,25 +173,13 @@ __global__ void __launch_bounds__(kThreads)
     float out[kV];
 #pragma unroll
     for (int j = 0; j < kV; ++j) {
-      float acc = b[j];
-#pragma unroll
-      for (int r = 0; r < 3; ++r) {
-        acc = fmaf(wt[3 * r][j], left[r][j], acc);
-        acc = fmaf(wt[3 * r + 1][j], mid[r][j], acc);
-        acc = fmaf(wt[3 * r + 2][j], right[r][j], acc);
-      }
+      float acc = window_sum(wt, left, mid, right, j, b[j]);
       if constexpr (MODE == 1) acc += mid[1][j];
       if constexpr (MODE == 2) acc *= sigmoid_fast(acc);
       out[j] = acc;
     }
     store4(out_img + (static_cast<int64_t>(h) * Wd + w) * C64, out);
-#pragma unroll
-    for (int r = 0; r < 3; ++r)
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        left[r][j] = mid[r][j];
-        mid[r][j] = right[r][j];
-      }
+    slide(left, mid, right);
   }
 }
 
@@ -186,15 +204,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = v < tl.cv;
   [[maybe_unused]] float wt[SILU ? 9 : 1][kV];
   [[maybe_unused]] float b[kV];
-  if constexpr (SILU) {
-#pragma unroll
-    for (int t = 0; t < 9; ++t) {
-      const float4 q = *reinterpret_cast<const float4*>(s_w + t * (kMaxCVB * kV) + tx * kV);
-      wt[t][0] = q.x; wt[t][1] = q.y; wt[t][2] = q.z; wt[t][3] = q.w;
-    }
-#pragma unroll
-    for (int j = 0; j < kV; ++j) b[j] = s_b[tx * kV + j];
-  }
+  if constexpr (SILU) load_weights(s_w, s_b, tx, wt, b);
   float gw[9][kV], gb[kV];
 #pragma unroll
   for (int j = 0; j < kV; ++j) {
@@ -227,13 +237,7 @@ __global__ void __launch_bounds__(kThreads)
         if constexpr (SILU) {
 #pragma unroll
           for (int j = 0; j < kV; ++j) {
-            float z = b[j];
-#pragma unroll
-            for (int r = 0; r < 3; ++r) {
-              z = fmaf(wt[3 * r][j], left[r][j], z);
-              z = fmaf(wt[3 * r + 1][j], mid[r][j], z);
-              z = fmaf(wt[3 * r + 2][j], right[r][j], z);
-            }
+            const float z = window_sum(wt, left, mid, right, j, b[j]);
             const float s = sigmoid_fast(z);
             g[j] = to_float(from_float<T>(g[j] * s * fmaf(z, 1.f - s, 1.f)));  // rounded as g_out holds it
           }
@@ -249,13 +253,7 @@ __global__ void __launch_bounds__(kThreads)
             gw[3 * r + 2][j] = fmaf(g[j], right[r][j], gw[3 * r + 2][j]);
           }
         }
-#pragma unroll
-        for (int r = 0; r < 3; ++r)
-#pragma unroll
-          for (int j = 0; j < kV; ++j) {
-            left[r][j] = mid[r][j];
-            mid[r][j] = right[r][j];
-          }
+        slide(left, mid, right);
       }
     }
   }

@@ -19,7 +19,7 @@ two more convolutions and a slow column sum for the bias gradient (perf note 34)
 
 :func:`dwconv3x3` runs a call on the kernel where it takes it (CUDA, fp32/fp16/bf16, channels
 divisible by 4, weight and bias fp32 or x's dtype, not under ``torch.compile``) *and* the GPU is the
-limit, the rule of :mod:`openrec.ops.layer_norm`: inside a CUDA-graph capture, and for eager calls of
+limit (:func:`openrec.ops.kernels.kernel_routing`, shared with LayerNorm): inside a CUDA-graph capture, and for eager calls of
 at least ``DWCONV_EAGER_MIN_PIXELS`` pixels (N*H*W). Small eager steps are host-bound, and there the
 custom op's Python autograd did not pay (perf note 34). Everything else is ``F.conv2d`` plus the
 epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never uses the kernel,
@@ -27,13 +27,11 @@ epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never use
 """
 from __future__ import annotations
 
-import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
-from .kernels import cuda_kernels_available
+from .kernels import kernel_routing
 
 __all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies", "EPILOGUES",
            "DWCONV_EAGER_MIN_PIXELS"]
@@ -134,30 +132,14 @@ def _backward(ctx, grad_y):
 _dwconv3x3_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@functools.cache
-def _kernel_registered() -> bool:
-    """The extension is loaded and has the kernel (an extension built before it has not)."""
-    if not cuda_kernels_available():
-        return False
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("openrec::dwconv3x3", "CUDA")
-    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
-        return True
-
-
 def dwconv3x3_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether :func:`dwconv3x3` runs this call on the CUDA kernel (x in the dtype it will run in)."""
     if not (x.is_cuda and x.dim() == 4 and bias is not None and x.shape[1] % 4 == 0 and x.numel() > 0
             and x.dtype in _KERNEL_DTYPES and weight.dtype == bias.dtype and weight.dtype in (torch.float32, x.dtype)
             and tuple(weight.shape) == (x.shape[1], 1, 3, 3) and not torch.compiler.is_compiling()):
         return False
-    mode = os.environ.get("OPENREC_DWCONV", "auto")
-    if mode not in ("auto", "torch", "kernel"):
-        raise ValueError(f"OPENREC_DWCONV must be auto, torch or kernel, got {mode!r}")
-    if mode == "torch" or not _kernel_registered():
-        return False
-    return (mode == "kernel" or torch.cuda.is_current_stream_capturing()
-            or x.shape[0] * x.shape[2] * x.shape[3] >= DWCONV_EAGER_MIN_PIXELS)
+    return kernel_routing("OPENREC_DWCONV", "auto", "openrec::dwconv3x3", x.shape[0] * x.shape[2] * x.shape[3],
+                          DWCONV_EAGER_MIN_PIXELS)
 
 
 def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, epilogue: str = "none") -> torch.Tensor:

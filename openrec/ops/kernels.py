@@ -6,6 +6,7 @@ implementations then run on CUDA tensors too, e.g. to compare).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -13,7 +14,7 @@ import warnings
 import torch
 
 __all__ = ["cuda_kernels_available", "cuda_kernels_status", "use_deterministic_kernels", "deterministic_kernels",
-           "warn_pytorch_fallback"]
+           "warn_pytorch_fallback", "kernel_routing"]
 
 _state: dict = {"loaded": None, "reason": "", "warned": set(), "deterministic": False}
 
@@ -40,6 +41,30 @@ def cuda_kernels_available() -> bool:
     if _state["loaded"] is None:
         _load()
     return bool(_state["loaded"])
+
+
+@functools.cache
+def _has_cuda_kernel(op: str) -> bool:
+    """The extension is loaded and has op's kernel (an extension built before the op has not)."""
+    if not cuda_kernels_available():
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
+        return True
+
+
+def kernel_routing(env: str, default: str, op: str, size: int, eager_min_size: int) -> bool:
+    """The routing rule of the fused ops (LayerNorm, depthwise conv), read from the environment variable
+    env (default when unset): "torch" never takes the kernel, "kernel" takes it for every call, "auto"
+    inside CUDA-graph captures and for eager calls of at least eager_min_size (small eager steps are
+    host-bound). Only for calls the kernel can take; False without the kernel for op."""
+    mode = os.environ.get(env, default)
+    if mode not in ("auto", "torch", "kernel"):
+        raise ValueError(f"{env} must be auto, torch or kernel, got {mode!r}")
+    if mode == "torch" or not _has_cuda_kernel(op):
+        return False
+    return mode == "kernel" or torch.cuda.is_current_stream_capturing() or size >= eager_min_size
 
 
 def cuda_kernels_status() -> str:

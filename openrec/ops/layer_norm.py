@@ -25,13 +25,11 @@ its own).
 """
 from __future__ import annotations
 
-import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
-from .kernels import cuda_kernels_available
+from .kernels import kernel_routing
 
 __all__ = ["layer_norm", "layer_norm_torch", "layer_norm_backward_torch", "LAYER_NORM_MAX_CHANNELS",
            "LAYER_NORM_EAGER_MIN_ROWS", "layer_norm_kernel_applies"]
@@ -119,17 +117,6 @@ def _backward(ctx, grad_y, grad_mean, grad_rstd):
 _layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@functools.cache
-def _kernel_registered() -> bool:
-    """The extension is loaded and has the LayerNorm kernel (an extension built before it has not)."""
-    if not cuda_kernels_available():
-        return False
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("openrec::layer_norm", "CUDA")
-    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
-        return True
-
-
 def layer_norm_kernel_applies(x: torch.Tensor, normalized_shape, weight, bias) -> bool:
     """Whether :func:`layer_norm` runs this call on the CUDA kernel (see the module docstring)."""
     if not (x.is_cuda and len(normalized_shape) == 1 and weight is not None and bias is not None
@@ -137,13 +124,8 @@ def layer_norm_kernel_applies(x: torch.Tensor, normalized_shape, weight, bias) -
             and x.dtype in _KERNEL_DTYPES and weight.dtype == bias.dtype and weight.dtype in (torch.float32, x.dtype)
             and not torch.compiler.is_compiling()):
         return False
-    mode = os.environ.get("OPENREC_LAYER_NORM", "kernel")
-    if mode not in ("auto", "torch", "kernel"):
-        raise ValueError(f"OPENREC_LAYER_NORM must be auto, torch or kernel, got {mode!r}")
-    if mode == "torch" or not _kernel_registered():
-        return False
-    return (mode == "kernel" or torch.cuda.is_current_stream_capturing()
-            or x.numel() // x.shape[-1] >= LAYER_NORM_EAGER_MIN_ROWS)
+    return kernel_routing("OPENREC_LAYER_NORM", "kernel", "openrec::layer_norm", x.numel() // x.shape[-1],
+                          LAYER_NORM_EAGER_MIN_ROWS)
 
 
 def layer_norm(x: torch.Tensor, normalized_shape, weight: torch.Tensor | None, bias: torch.Tensor | None,
