@@ -1,4 +1,10 @@
-"""Installs the ``openrec`` package; compiles the CUDA extension from ``csrc/`` when it can.
+"""Installs the ``openrec`` package; compiles the C++ CPU kernels (``csrc/cpu``) and the CUDA extension
+(the rest of ``csrc/``) when it can.
+
+The CPU extension ``openrec._C_cpu`` is built whenever torch is importable at build time (any build of
+torch; needs a C++ compiler). It is optional: if it fails to compile, the package installs anyway and
+the ops run on their PyTorch implementations. ``OPENREC_CPU=0`` skips it, ``OPENREC_CPU=1`` makes a
+failure fatal.
 
 The extension is built when a CUDA-enabled torch and a CUDA toolkit are present and ``csrc/``
 holds CUDA sources. ``OPENREC_CUDA=1`` forces the build (and fails loudly without a toolkit),
@@ -9,6 +15,7 @@ hosts without a GPU work.
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
@@ -20,8 +27,7 @@ def cuda_extensions():
     mode = os.environ.get("OPENREC_CUDA", "auto").lower()
     if mode in ("0", "false", "no", "off"):
         return [], {}
-    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
-                     + glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cu")) + glob.glob(os.path.join("csrc", "*.cpp")))
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
@@ -53,7 +59,31 @@ def cuda_extensions():
     return [ext], {"build_ext": BuildExtension}
 
 
+def cpu_extensions():
+    mode = os.environ.get("OPENREC_CPU", "auto").lower()
+    if mode in ("0", "false", "no", "off"):
+        return []
+    try:
+        from torch.utils.cpp_extension import CppExtension
+    except ImportError:
+        if mode in ("1", "true", "yes", "on", "force"):
+            raise RuntimeError("OPENREC_CPU=1 but torch is not importable at build time (use --no-build-isolation)")
+        print("openrec: building without the C++ CPU kernels (torch is not importable at build time)")
+        return []
+    # -ffp-contract=off: no fused multiply-adds, so DAS rounds exactly like its PyTorch formulation.
+    # -fopenmp: at::parallel_for is inlined, and its OpenMP pragma needs the flag to run in parallel.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    return [CppExtension(name="openrec._C_cpu", sources=sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))),
+                         extra_compile_args=["-O3", "-ffp-contract=off"] + openmp, extra_link_args=openmp,
+                         optional=mode not in ("1", "true", "yes", "on", "force"))]
+
+
 ext_modules, cmdclass = cuda_extensions()
+cpu_modules = cpu_extensions()
+if cpu_modules and not cmdclass:
+    from torch.utils.cpp_extension import BuildExtension
+    cmdclass = {"build_ext": BuildExtension}
+ext_modules = ext_modules + cpu_modules
 
 setup(
     name="openrec-svtrv2mamba",

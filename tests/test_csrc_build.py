@@ -57,3 +57,21 @@ def test_setup_builds_every_source_and_no_sm70():
     assert "7.0" not in text.split("DEFAULT_ARCHS")[1].splitlines()[0]
     assert '"-std' not in text  # no pinned C++ standard in the compile flags
     assert {p.name for p in CSRC.glob("*.cu")} >= {"das_kernels.cu", "scan_kernels.cu", "layer_norm_kernels.cu", "dwconv_kernels.cu"}
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++")
+def test_cpu_kernel_file_compiles(tmp_path):
+    """csrc/cpu is an optional extension (a failed build falls back to PyTorch), so CI compiles it here."""
+    include = Path(torch.__file__).parent / "include"
+    for source in sorted((CSRC / "cpu").glob("*.cpp")):
+        cmd = ["g++", "-std=c++20", "-O1", "-Wall", "-Werror", "-ffp-contract=off", "-fopenmp", "-fPIC",
+               "-DTORCH_EXTENSION_NAME=_C_cpu", "-I", str(include), "-I", str(include / "torch" / "csrc" / "api" / "include"),
+               "-c", str(source), "-o", str(tmp_path / "k.o")]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_setup_builds_the_cpu_extension_from_its_own_folder():
+    text = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert '"openrec._C_cpu"' in text and '"csrc", "cpu"' in text
+    assert 'glob.glob(os.path.join("csrc", "*.cu"))' in text  # the CUDA extension does not take csrc/cpu

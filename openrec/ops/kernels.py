@@ -1,8 +1,9 @@
-"""The CUDA extension (``openrec._C``): loading, availability, and the options its kernels read.
+"""The compiled extensions: loading, availability, and the options their kernels read.
 
-The extension only registers CUDA implementations of the ops declared in this package, so nothing
-else changes when it is present. ``OPENREC_CUDA_KERNELS=0`` leaves it unloaded (the PyTorch
-implementations then run on CUDA tensors too, e.g. to compare).
+``openrec._C`` registers CUDA implementations of the ops declared in this package, ``openrec._C_cpu``
+C++ CPU implementations of DAS and the scan; nothing else changes when they are present.
+``OPENREC_CUDA_KERNELS=0`` / ``OPENREC_CPU_KERNELS=0`` leave them unloaded (the PyTorch
+implementations then run instead, e.g. to compare).
 """
 from __future__ import annotations
 
@@ -13,27 +14,54 @@ import warnings
 
 import torch
 
-__all__ = ["cuda_kernels_available", "cuda_kernels_status", "use_deterministic_kernels", "deterministic_kernels",
-           "warn_pytorch_fallback", "kernel_routing"]
+__all__ = ["cuda_kernels_available", "cuda_kernels_status", "cpu_kernels_available", "cpu_kernels_status",
+           "use_deterministic_kernels", "deterministic_kernels", "warn_pytorch_fallback", "kernel_routing"]
 
 _state: dict = {"loaded": None, "reason": "", "warned": set(), "deterministic": False}
+_cpu_state: dict = {"loaded": None, "reason": ""}
 
 
-def _load() -> None:
-    if os.environ.get("OPENREC_CUDA_KERNELS", "1").lower() in ("0", "false", "no", "off"):
-        _state.update(loaded=False, reason="OPENREC_CUDA_KERNELS=0")
-        return
-    spec = importlib.util.find_spec("openrec._C")
+def _disabled(env: str) -> bool:
+    return os.environ.get(env, "1").lower() in ("0", "false", "no", "off")
+
+
+def _load_library(module: str) -> tuple[bool, str]:
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
-        _state.update(loaded=False, reason="openrec._C was not built (install with a CUDA build of torch and a "
-                                           "CUDA toolkit; see README, 'CUDA kernels')")
-        return
+        return False, f"{module} was not built"
     try:
         torch.ops.load_library(spec.origin)
     except OSError as exc:  # e.g. built against another torch
-        _state.update(loaded=False, reason=f"openrec._C failed to load: {exc}")
+        return False, f"{module} failed to load: {exc}"
+    return True, "loaded from " + spec.origin
+
+
+def _load() -> None:
+    if _disabled("OPENREC_CUDA_KERNELS"):
+        _state.update(loaded=False, reason="OPENREC_CUDA_KERNELS=0")
         return
-    _state.update(loaded=True, reason="loaded from " + spec.origin)
+    loaded, reason = _load_library("openrec._C")
+    if not loaded and reason.endswith("was not built"):
+        reason += " (install with a CUDA build of torch and a CUDA toolkit; see README, 'CUDA kernels')"
+    _state.update(loaded=loaded, reason=reason)
+
+
+def cpu_kernels_available() -> bool:
+    """True when the C++ CPU kernels of DAS and the scan are registered (``openrec._C_cpu``)."""
+    if _cpu_state["loaded"] is None:
+        if _disabled("OPENREC_CPU_KERNELS"):
+            _cpu_state.update(loaded=False, reason="OPENREC_CPU_KERNELS=0")
+        else:
+            loaded, reason = _load_library("openrec._C_cpu")
+            if not loaded and reason.endswith("was not built"):
+                reason += " (reinstall with `pip install --no-build-isolation -e .` and a C++ compiler)"
+            _cpu_state.update(loaded=loaded, reason=reason)
+    return bool(_cpu_state["loaded"])
+
+
+def cpu_kernels_status() -> str:
+    cpu_kernels_available()
+    return _cpu_state["reason"]
 
 
 def cuda_kernels_available() -> bool:
