@@ -78,12 +78,47 @@ def cpu_extensions():
                          optional=mode not in ("1", "true", "yes", "on", "force"))]
 
 
+def build_ext_class():
+    """torch's BuildExtension, except that an optional extension (the CPU kernels) that fails to build
+    (no compiler, a compile error) is skipped with a message: setuptools' own ``optional`` does not
+    catch torch's compiler check or its ninja errors."""
+    from torch.utils.cpp_extension import BuildExtension
+
+    class BuildOptionalExtension(BuildExtension):
+        def build_extensions(self):
+            if not all(getattr(ext, "optional", False) for ext in self.extensions):
+                return super().build_extensions()
+            try:
+                super().build_extensions()
+            except Exception as exc:  # noqa: BLE001 - any failure: install without the extension
+                self._skipped(self.extensions, exc)
+
+        def build_extension(self, ext):
+            if not getattr(ext, "optional", False):
+                return super().build_extension(ext)
+            try:
+                super().build_extension(ext)
+            except Exception as exc:  # noqa: BLE001
+                self._skipped([ext], exc)
+
+        def _skipped(self, extensions, exc):
+            for ext in extensions:
+                print(f"openrec: {ext.name} was not built ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                      "the ops run on their PyTorch implementations on CPU")
+            self.extensions = [e for e in self.extensions if e not in extensions]
+
+        def get_outputs(self):
+            return [self.get_ext_fullpath(e.name) for e in self.extensions
+                    if os.path.exists(self.get_ext_fullpath(e.name))]
+
+    return BuildOptionalExtension
+
+
 ext_modules, cmdclass = cuda_extensions()
 cpu_modules = cpu_extensions()
-if cpu_modules and not cmdclass:
-    from torch.utils.cpp_extension import BuildExtension
-    cmdclass = {"build_ext": BuildExtension}
 ext_modules = ext_modules + cpu_modules
+if ext_modules:
+    cmdclass = {"build_ext": build_ext_class()}
 
 setup(
     name="openrec-svtrv2mamba",
