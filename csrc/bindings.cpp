@@ -302,7 +302,8 @@ void dwconv_check(const Tensor& x, const Tensor& weight, const Tensor& bias, int
               " and ", bias.scalar_type(), " for x ", x.scalar_type());
   TORCH_CHECK(c % 4 == 0 && c <= INT32_MAX && x.size(2) <= INT32_MAX && x.size(3) <= INT32_MAX, "openrec::", op,
               ": the CUDA kernel takes channel counts divisible by 4, got ", c);
-  TORCH_CHECK(mode >= 0 && mode <= 2, "openrec::", op, ": mode must be 0 (plain), 1 (residual) or 2 (silu), got ", mode);
+  TORCH_CHECK(mode >= 0 && mode <= 3, "openrec::", op, ": mode must be 0 (plain), 1 (residual), 2 (silu) or 3 (gelu_residual), got ",
+              mode);
   TORCH_CHECK(x.is_cuda() && weight.device() == x.device() && bias.device() == x.device(), "openrec::", op,
               ": tensors must be on one CUDA device");
 }

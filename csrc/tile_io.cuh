@@ -5,19 +5,34 @@
 // was most of the instructions of a column-per-thread kernel in 16-bit.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace openrec {
 
-// Copies 16 bytes global -> shared, or writes 16 zero bytes when !valid (gmem is then not read).
-__device__ __forceinline__ void copy16_async(void* smem, const void* gmem, bool valid) {
+// Copies CH (16, 8 or 4) bytes global -> shared, or writes CH zero bytes when !valid (gmem is then not
+// read). 16-byte copies bypass L1 (.cg); smaller ones must go through it (.ca).
+template <int CH>
+__device__ __forceinline__ void copy_async(void* smem, const void* gmem, bool valid) {
+  static_assert(CH == 16 || CH == 8 || CH == 4, "cp.async copies 4, 8 or 16 bytes");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0)
-               : "memory");
+  if constexpr (CH == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(gmem), "n"(CH), "r"(valid ? CH : 0)
+                 : "memory");
+  }
 #else
-  *reinterpret_cast<uint4*>(smem) = valid ? __ldg(reinterpret_cast<const uint4*>(gmem)) : make_uint4(0, 0, 0, 0);
+  using V = std::conditional_t<CH == 16, uint4, std::conditional_t<CH == 8, uint2, unsigned>>;
+  *reinterpret_cast<V*>(smem) = valid ? *reinterpret_cast<const V*>(gmem) : V{};
 #endif
+}
+
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem, bool valid) {
+  copy_async<16>(smem, gmem, valid);
 }
 
 // Waits for this thread's outstanding copy16_async; a __syncthreads() must follow before other

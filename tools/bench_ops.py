@@ -174,7 +174,7 @@ def layer_norm_case(b, c, h, w, dtype):
 
 
 def dwconv_case(b, c, h, w, dtype, epilogue):
-    mode = {"residual": 1, "silu": 2}[epilogue]
+    mode = {"residual": 1, "silu": 2, "gelu_residual": 3}[epilogue]
     sets = []
     for _ in range(SETS):
         x = torch.randn(b, c, h, w, device="cuda").to(dtype).contiguous(memory_format=torch.channels_last)
@@ -185,6 +185,8 @@ def dwconv_case(b, c, h, w, dtype, epilogue):
     fwd_bytes, bwd_bytes = 2 * full, 3 * full  # x in, y out; grad_y and x in, grad_x out
 
     def unfused(x, weight, bias):
+        if epilogue == "gelu_residual":  # the ConvFFN's GELU -> ResDWC
+            x = torch.nn.functional.gelu(x)
         z = torch.nn.functional.conv2d(x, weight, bias, padding=1, groups=c)
         return x + z if epilogue == "residual" else torch.nn.functional.silu(z)
 
@@ -224,6 +226,7 @@ def main(argv=None) -> int:
     rows = []
     cases = [("das", das_case, SHAPES), ("scan", scan_case, SHAPES), ("layer_norm", layer_norm_case, SHAPES)]
     cases += [(f"dwconv_{e[:3]}", lambda *a, e=e: dwconv_case(*a, e), DWCONV_SHAPES) for e in ("residual", "silu")]
+    cases += [("dwconv_gelu", lambda *a: dwconv_case(*a, "gelu_residual"), DWCONV_SHAPES[1:3])]
     for op, case, shapes in cases:
         if op.split("_")[0] not in args.ops and op not in args.ops:
             continue

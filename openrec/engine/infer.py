@@ -10,7 +10,7 @@ from ..data.transforms import DecodeError, aspect_bucket, bucket_size, decode_im
 from ..modeling import build_model
 from ..text import build_postprocess, charset_from_config
 from .checkpoint import load_checkpoint
-from .train_graphs import gc_paused
+from .train_graphs import cudnn_autotune_paused, gc_paused
 
 __all__ = ["TextRecognizer", "CudaGraphForward", "expand_inputs"]
 
@@ -37,7 +37,8 @@ class CudaGraphForward:
                 self._forward()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with gc_paused(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads (a loader) may call CUDA
+        # Other threads (a loader) may call CUDA meanwhile: "thread_local". No cuDNN timing in the capture.
+        with gc_paused(), cudnn_autotune_paused(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.static_output = self._forward()
 
     def _forward(self) -> dict:

@@ -20,7 +20,7 @@ import inspect
 import torch
 import torch.nn as nn
 
-__all__ = ["GraphedTrainForward", "gc_paused"]
+__all__ = ["GraphedTrainForward", "gc_paused", "cudnn_autotune_paused"]
 
 
 class _ThreadLocalCapture(torch.cuda.graph):
@@ -71,6 +71,25 @@ def gc_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+@contextlib.contextmanager
+def cudnn_autotune_paused():
+    """Keep cuDNN's benchmark search (``torch.backends.cudnn.benchmark``) off for the length of a capture.
+
+    A convolution whose plan is not in the benchmark cache when the capture reaches it is timed there,
+    and timing cannot run inside a capture: cuDNN reports "FIND was unable to find an engine" and the
+    capture is invalidated. The warm-up before a capture fills the cache, but not always with the key
+    the capture looks up: the first fp32 inference graph of bench_rec.py failed this way on an H100
+    for both the shipped tree and the one before it (2026-12-06), at a 1x1 convolution. With the
+    search off, cuDNN takes its heuristic choice, which needs no timing.
+    """
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def _require_cuda(model: nn.Module) -> None:

@@ -8,10 +8,15 @@ stride 1, zero padding 1, math in fp32 (float64 for float64 inputs)::
     y = z            (epilogue "none",     mode 0: DAS's offset branch)
     y = x + z        (epilogue "residual", mode 1: ResDWC, the position encoding and the ConvFFN's conv)
     y = silu(z)      (epilogue "silu",     mode 2: DASSM's conv + SiLU)
+    y = g + conv2d(g, weight, bias, padding=1, groups=C) with g = gelu(x) rounded to x's dtype
+                     (epilogue "gelu_residual", mode 3: the ConvFFN's GELU -> ResDWC; x is the
+                     hidden layer's pre-activation, g what the unfused path would store)
 
     backward: g = grad_y, or for "silu" g = grad_y * silu'(z) rounded to x's dtype (as the unfused
     autograd graph holds it); grad_x = conv_transpose2d(g, weight) (+ grad_y for "residual"),
     grad_weight[c, tap] = sum over N, H, W of g * x shifted by the tap, grad_bias = sum of g.
+    "gelu_residual": grad_x = (grad_y + conv_transpose2d(grad_y, weight)) * gelu'(x), and the weight
+    gradient takes gelu(x) (rounded as above) in place of x.
 
 Outputs are channels-last. Why a kernel: with cuDNN every such convolution on a channels-last map is
 a convolution, a separate broadcast kernel for the bias and a separate add or SiLU, and in training
@@ -36,7 +41,7 @@ from .kernels import kernel_routing
 __all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies", "EPILOGUES",
            "DWCONV_EAGER_MIN_PIXELS"]
 
-EPILOGUES = {"none": 0, "residual": 1, "silu": 2}
+EPILOGUES = {"none": 0, "residual": 1, "silu": 2, "gelu_residual": 3}
 DWCONV_EAGER_MIN_PIXELS = 131072  # e.g. B64 8x256: long text, where the eager kernel gained 14% (perf note 34)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -49,12 +54,22 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _gelu_rounded(x: torch.Tensor, cd: torch.dtype) -> torch.Tensor:
+    """gelu(x) in the compute dtype, rounded to x's dtype as the unfused path stores it."""
+    return F.gelu(x.to(cd)).to(x.dtype).to(cd)
+
+
+def _gelu_grad(x: torch.Tensor) -> torch.Tensor:
+    """d gelu(x) / dx = Phi(x) + x phi(x) (the exact, erf GELU)."""
+    return 0.5 * (1 + torch.erf(x * 0.5 ** 0.5)) + x * torch.exp(-0.5 * x * x) * (2 * torch.pi) ** -0.5
+
+
 def dwconv3x3_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mode: int) -> torch.Tensor:
     """The op's PyTorch implementation (see the module docstring)."""
     cd = _compute_dtype(x)
-    xf = x.to(cd)
+    xf = _gelu_rounded(x, cd) if mode == 3 else x.to(cd)
     z = F.conv2d(xf, weight.to(cd), bias.to(cd), padding=1, groups=x.shape[1])
-    if mode == 1:
+    if mode in (1, 3):
         z = xf + z
     elif mode == 2:
         z = F.silu(z)
@@ -65,7 +80,7 @@ def dwconv3x3_backward_torch(grad_y: torch.Tensor, x: torch.Tensor, weight: torc
                              mode: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The backward op's PyTorch implementation: (grad_x, grad_weight, grad_bias)."""
     cd = _compute_dtype(x)
-    xf, gy, w = x.to(cd), grad_y.to(cd), weight.to(cd)
+    xf, gy, w = (_gelu_rounded(x, cd) if mode == 3 else x.to(cd)), grad_y.to(cd), weight.to(cd)
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     g = gy
     if mode == 2:
@@ -73,8 +88,10 @@ def dwconv3x3_backward_torch(grad_y: torch.Tensor, x: torch.Tensor, weight: torc
         s = torch.sigmoid(z)
         g = (gy * s * (1 + z * (1 - s))).to(x.dtype).to(cd)
     grad_x = F.conv_transpose2d(g, w, padding=1, groups=channels)
-    if mode == 1:
+    if mode in (1, 3):
         grad_x = grad_x + gy
+    if mode == 3:
+        grad_x = grad_x * _gelu_grad(x.to(cd))
     padded = F.pad(xf, (1, 1, 1, 1))
     taps = [(g * padded[:, :, i:i + height, j:j + width]).sum((0, 2, 3)) for i in range(3) for j in range(3)]
     grad_weight = torch.stack(taps, 1).reshape(weight.shape)
@@ -87,8 +104,9 @@ def _check(x, weight, bias, mode) -> None:
     if x.dim() != 4 or weight.shape != (channels, 1, 3, 3) or bias.shape != (channels,):
         raise ValueError(f"openrec::dwconv3x3: x must be (N, C, H, W) with weight (C, 1, 3, 3) and bias (C,), got "
                          f"{tuple(x.shape)}, {tuple(weight.shape)} and {tuple(bias.shape)}")
-    if mode not in (0, 1, 2):
-        raise ValueError(f"openrec::dwconv3x3: mode must be 0 (none), 1 (residual) or 2 (silu), got {mode}")
+    if mode not in (0, 1, 2, 3):
+        raise ValueError(f"openrec::dwconv3x3: mode must be 0 (none), 1 (residual), 2 (silu) or 3 (gelu_residual), "
+                         f"got {mode}")
 
 
 @torch.library.custom_op("openrec::dwconv3x3", mutates_args=())
@@ -144,15 +162,17 @@ def dwconv3x3_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, epilogue: str = "none") -> torch.Tensor:
     """``epilogue(F.conv2d(x, weight, bias, padding=1, groups=C))`` for a depthwise 3x3 weight
-    (C, 1, 3, 3); epilogue "none", "residual" (x + ...) or "silu". On the fused CUDA kernel where it
-    applies; under CUDA autocast x then runs in the autocast dtype, as F.conv2d would."""
+    (C, 1, 3, 3); epilogue "none", "residual" (x + ...) or "silu"; "gelu_residual" is
+    ``g + F.conv2d(g, ...)`` with ``g = F.gelu(x)``. On the fused CUDA kernel where it applies; under
+    CUDA autocast x then runs in the autocast dtype, as F.conv2d would."""
     if epilogue not in EPILOGUES:
         raise ValueError(f"dwconv3x3: epilogue must be one of {sorted(EPILOGUES)}, got {epilogue!r}")
     xk = x
     autocast = x.is_cuda and torch.is_autocast_enabled("cuda")
     if autocast:
         xk = x.to(torch.get_autocast_dtype("cuda"))
-    if dwconv3x3_kernel_applies(xk, weight, bias):
+    # gelu_residual takes the kernel only where it keeps the unfused dtypes: x already in the dtype it runs in.
+    if dwconv3x3_kernel_applies(xk, weight, bias) and (epilogue != "gelu_residual" or xk.dtype == x.dtype):
         if not autocast:
             return torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES[epilogue])
         # The unfused path adds the residual in x's dtype (fp32 x + bf16 conv -> fp32): a residual
@@ -161,6 +181,8 @@ def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
         with torch.autocast("cuda", enabled=False):
             z = torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES["none" if split_residual else epilogue])
         return x + z if split_residual else z
+    if epilogue == "gelu_residual":
+        x, epilogue = F.gelu(x), "residual"
     z = F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])
     if epilogue == "residual":
         return x + z

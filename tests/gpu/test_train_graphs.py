@@ -231,3 +231,18 @@ def test_no_collection_inside_a_capture_can_free_an_older_graph():
         handle.remove()
     assert seen and not any(seen), "the cyclic collector was on inside the capture"
     assert len(new.graphs) == 1
+
+
+def test_inference_capture_does_not_run_a_cudnn_search(monkeypatch):
+    """A convolution first met inside the capture (no warm-up here, a shape no other test uses) must not
+    start cuDNN's benchmark search there: the search cannot run in a capture. Restores the flag after."""
+    from openrec.engine.infer import CudaGraphForward
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(7, 11, 3, padding=1), torch.nn.Conv2d(11, 5, 1)).cuda()
+    images = torch.randn(3, 7, 13, 19, device="cuda")
+    runner = CudaGraphForward(model, tuple(images.shape), warmup=0)
+    assert torch.backends.cudnn.benchmark
+    with torch.inference_mode():
+        expected = model(images)
+    torch.testing.assert_close(runner(images), expected, rtol=1e-3, atol=1e-3)  # TF32 convolutions either way

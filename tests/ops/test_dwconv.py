@@ -10,7 +10,7 @@ from openrec.modeling.encoders.dassm import DASSM, ConvFFN, ResDWC, depthwise3x3
 from openrec.ops import dwconv3x3, dwconv3x3_backward_torch, dwconv3x3_kernel_applies, dwconv3x3_torch
 
 SHAPES = [(1, 4, 1, 1), (2, 8, 3, 5), (3, 12, 4, 9), (1, 16, 8, 17)]
-EPILOGUES = {"none": 0, "residual": 1, "silu": 2}
+EPILOGUES = {"none": 0, "residual": 1, "silu": 2, "gelu_residual": 3}
 
 
 def _inputs(shape, dtype=torch.float64, seed=0, channels_last=False):
@@ -23,6 +23,8 @@ def _inputs(shape, dtype=torch.float64, seed=0, channels_last=False):
 
 
 def _unfused(x, weight, bias, epilogue):
+    if epilogue == "gelu_residual":
+        x, epilogue = F.gelu(x), "residual"
     z = F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])
     return x + z if epilogue == "residual" else F.silu(z) if epilogue == "silu" else z
 
@@ -93,7 +95,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match=r"weight \(C, 1, 3, 3\)"):
         torch.ops.openrec.dwconv3x3(x, weight[:4], bias, 0)
     with pytest.raises(ValueError, match="mode must be"):
-        torch.ops.openrec.dwconv3x3(x, weight, bias, 3)
+        torch.ops.openrec.dwconv3x3(x, weight, bias, 4)
     with pytest.raises(ValueError, match="epilogue must be one of"):
         dwconv3x3(x, weight, bias, "gelu")
 
@@ -110,6 +112,27 @@ def test_depthwise3x3_leaves_other_convolutions_to_the_module():
     x = torch.randn(1, 8, 4, 4)
     assert torch.equal(depthwise3x3(conv5, x, "residual"), x + conv5(x))
     assert torch.equal(depthwise3x3(conv5, x, "silu"), F.silu(conv5(x)))
+    assert torch.equal(depthwise3x3(conv5, x, "gelu_residual"), F.gelu(x) + conv5(F.gelu(x)))
+
+
+def test_gelu_residual_rounds_gelu_to_the_input_dtype():
+    """The spec convolves gelu(x) as the unfused path stores it: rounded to x's dtype (bf16 here)."""
+    x, weight, bias = _inputs((2, 4, 3, 5), dtype=torch.bfloat16, seed=8)
+    g = F.gelu(x)  # bf16 in, bf16 out: what the unfused path keeps between GELU and the convolution
+    expected = (g.float() + F.conv2d(g.float(), weight.float(), bias.float(), padding=1, groups=4)).to(torch.bfloat16)
+    assert torch.equal(dwconv3x3_torch(x, weight, bias, 3), expected)
+
+
+def test_conv_ffn_with_dropout_keeps_the_unfused_path_in_training():
+    """Dropout sits between the GELU and the convolution, so a training ConvFFN with p > 0 cannot fuse them."""
+    torch.manual_seed(9)
+    x = torch.randn(2, 8, 3, 4)
+    ffn = ConvFFN(8, 16, drop=0.5).train()
+    torch.manual_seed(10)
+    got = ffn(x)
+    torch.manual_seed(10)
+    hidden = ffn.drop(ffn.act(ffn.fc1(x)))
+    assert torch.equal(got, ffn.drop(ffn.fc2(hidden + ffn.conv.conv(hidden))))
 
 
 def test_modules_compute_what_they_computed_before():

@@ -31,12 +31,15 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def depthwise3x3(conv: nn.Conv2d, x: torch.Tensor, epilogue: str = "none") -> torch.Tensor:
-    """``conv(x)``, ``x + conv(x)`` (epilogue "residual") or ``silu(conv(x))`` ("silu") for a depthwise
-    convolution. A 3x3, stride-1, zero-padded one runs through ``openrec.ops.dwconv3x3``: on CUDA the
-    fused kernel (bias and epilogue in the convolution, one kernel each way), elsewhere F.conv2d."""
+    """``conv(x)``, ``x + conv(x)`` (epilogue "residual"), ``silu(conv(x))`` ("silu") or ``g + conv(g)``
+    with ``g = gelu(x)`` ("gelu_residual") for a depthwise convolution. A 3x3, stride-1, zero-padded one
+    runs through ``openrec.ops.dwconv3x3``: on CUDA the fused kernel (bias, GELU and epilogue in the
+    convolution, one kernel each way), elsewhere F.conv2d."""
     if (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1) and conv.dilation == (1, 1)
             and conv.groups == conv.in_channels == conv.out_channels and conv.padding_mode == "zeros"):
         return dwconv3x3(x, conv.weight, conv.bias, epilogue)
+    if epilogue == "gelu_residual":
+        x, epilogue = F.gelu(x), "residual"
     y = conv(x)
     return x + y if epilogue == "residual" else F.silu(y) if epilogue == "silu" else y
 
@@ -53,7 +56,10 @@ class ResDWC(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    """1x1 conv -> GELU -> ResDWC -> 1x1 conv, with dropout after the activation and the output."""
+    """1x1 conv -> GELU -> ResDWC -> 1x1 conv, with dropout after the activation and the output.
+
+    Without that dropout (p = 0, or eval mode) the GELU runs inside the ResDWC's fused op: its output
+    never makes a round trip through memory, and the backward reads the pre-activation once."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
@@ -64,8 +70,12 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(pointwise(self.fc1, x)))
-        return self.drop(pointwise(self.fc2, self.conv(x)))
+        x = pointwise(self.fc1, x)
+        if self.drop.p == 0 or not self.training:
+            x = depthwise3x3(self.conv.conv, x, "gelu_residual")
+        else:
+            x = self.conv(self.drop(self.act(x)))
+        return self.drop(pointwise(self.fc2, x))
 
 
 class DynamicAdaptiveScan(nn.Module):
