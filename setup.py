@@ -15,6 +15,8 @@ hosts without a GPU work.
 """
 import glob
 import os
+import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -78,6 +80,24 @@ def cpu_extensions():
                          optional=mode not in ("1", "true", "yes", "on", "force"))]
 
 
+def warn_if_static_libstdcxx(path: str) -> None:
+    """Says so when a built extension does not load the shared libstdc++. A compiler wrapper that links
+    libstdc++ statically (the lent H100 image's CXX=/opt/gcc/bin/g++, 2026-12-06) gives the extension its
+    own C++ runtime, and any C++ exception it throws (a shape error: TORCH_CHECK) then crashed the
+    process with a segmentation fault instead of raising. An explicit -lstdc++ did not undo the
+    wrapper's choice; building with the system g++ did."""
+    if not sys.platform.startswith("linux") or not shutil.which("ldd") or not os.path.exists(path):
+        return
+    try:
+        deps = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    if "libstdc++" not in deps:
+        print(f"openrec: WARNING: {os.path.basename(path)} does not link the shared libstdc++ (compiler "
+              f"{os.environ.get('CXX', 'c++')}); a shape error inside it may crash the process instead of "
+              "raising. Rebuild with the system compiler, e.g. CC=gcc CXX=g++.")
+
+
 def build_ext_class():
     """torch's BuildExtension, except that an optional extension (the CPU kernels) that fails to build
     (no compiler, a compile error) is skipped with a message: setuptools' own ``optional`` does not
@@ -95,11 +115,14 @@ def build_ext_class():
 
         def build_extension(self, ext):
             if not getattr(ext, "optional", False):
-                return super().build_extension(ext)
-            try:
                 super().build_extension(ext)
-            except Exception as exc:  # noqa: BLE001
-                self._skipped([ext], exc)
+            else:
+                try:
+                    super().build_extension(ext)
+                except Exception as exc:  # noqa: BLE001
+                    self._skipped([ext], exc)
+                    return
+            warn_if_static_libstdcxx(self.get_ext_fullpath(ext.name))
 
         def _skipped(self, extensions, exc):
             for ext in extensions:

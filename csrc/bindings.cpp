@@ -220,6 +220,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_sca
           dbias.to(delta_bias.scalar_type())};
 }
 
+// ----------------------------------------------------------------------------------- column sum
+// x (rows, cols) -> fp32 (cols): the sum over the rows (a linear layer's bias gradient).
+Tensor column_sum_cuda(const Tensor& x) {
+  TORCH_CHECK(x.dim() == 2, "openrec::column_sum: x must be (rows, cols), got ", x.sizes());
+  TORCH_CHECK(x.is_cuda(), "openrec::column_sum: x must be a CUDA tensor");
+  TORCH_CHECK(x.size(1) < (int64_t{1} << 31), "openrec::column_sum: too many columns: ", x.size(1));
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = kernel_dtype(x, "column_sum");
+  const int64_t rows = x.size(0);
+  const int cols = static_cast<int>(x.size(1));
+  Tensor out = at::zeros({x.size(1)}, x.options().dtype(at::kFloat));
+  if (rows == 0 || cols == 0) return out;
+  const Tensor xc = x.contiguous();
+  Tensor workspace = at::empty({openrec::column_sum_workspace_floats(rows, cols, dtype)}, out.options());
+  check_launch(openrec::column_sum(dtype, xc.data_ptr(), out.data_ptr<float>(), workspace.data_ptr<float>(), rows,
+                                   cols, c10::cuda::getCurrentCUDAStream()),
+               "column_sum");
+  return out;
+}
+
 // ------------------------------------------------------------------------------------ LayerNorm
 // Callers route only shapes the kernel takes (openrec/ops/layer_norm.py); anything else is an error
 // that names the limit.
@@ -366,6 +386,7 @@ TORCH_LIBRARY_IMPL(openrec, CUDA, m) {
   m.impl("das_sample_backward", &das_sample_backward_cuda);
   m.impl("selective_scan", &selective_scan_cuda);
   m.impl("selective_scan_backward", &selective_scan_backward_cuda);
+  m.impl("column_sum", &column_sum_cuda);
   m.impl("layer_norm", &layer_norm_cuda);
   m.impl("layer_norm_backward", &layer_norm_backward_cuda);
   m.impl("dwconv3x3", &dwconv3x3_cuda);

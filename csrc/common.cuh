@@ -74,6 +74,18 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&v)[VE
   }                                                               \
   return cudaErrorInvalidValue;
 
+// Streaming multiprocessors of the current device (132 on an H100 SXM if the query fails), read once.
+inline int num_sms() {
+  static int sms = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+      return 132;
+    return count;
+  }();
+  return sms;
+}
+
 inline int blocks_for(int64_t work, int threads, int max_blocks = 65535 * 16) {
   int64_t blocks = (work + threads - 1) / threads;
   if (blocks > max_blocks) blocks = max_blocks;

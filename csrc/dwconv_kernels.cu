@@ -451,17 +451,6 @@ __global__ void dwconv_finalize_kernel(const float* __restrict__ part, W* __rest
   }
 }
 
-int num_sms() {
-  static int sms = [] {
-    int device = 0, count = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-      return 132;
-    return count;
-  }();
-  return sms;
-}
-
 template <typename T>
 int channel_tiles(int c) {
   return (c + TileShape<T>::kCT - 1) / TileShape<T>::kCT;

@@ -137,14 +137,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// grad_weight / grad_bias: each thread adds one column's partials over the blocks, in block order.
+constexpr int kFinalizeCols = 32, kFinalizeSlices = 32;
+
+// grad_weight / grad_bias: each of the 2 * cols outputs is the sum of its column over the blocks'
+// partial rows. kFinalizeSlices threads per column each add a fixed stride of the rows, then one adds
+// the slices in order in shared memory: deterministic, and ~16 loads a thread instead of one thread
+// walking all the blocks (8.7 us a call at 512 blocks on an H100, 35 calls a tiny Mamba train step).
 template <typename W>
-__global__ void layer_norm_finalize_kernel(const float* __restrict__ part, W* __restrict__ grad_weight,
-                                           W* __restrict__ grad_bias, int n_blocks, int cols) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= 2 * cols) return;
+__global__ void __launch_bounds__(kFinalizeCols * kFinalizeSlices)
+    layer_norm_finalize_kernel(const float* __restrict__ part, W* __restrict__ grad_weight,
+                               W* __restrict__ grad_bias, int n_blocks, int cols) {
+  __shared__ float s_sum[kFinalizeSlices][kFinalizeCols + 1];
+  const int tx = threadIdx.x % kFinalizeCols, ty = threadIdx.x / kFinalizeCols;
+  const int i = blockIdx.x * kFinalizeCols + tx;
   float total = 0.f;
-  for (int blk = 0; blk < n_blocks; ++blk) total += part[static_cast<int64_t>(blk) * 2 * cols + i];
+  if (i < 2 * cols)
+    for (int blk = ty; blk < n_blocks; blk += kFinalizeSlices) total += part[static_cast<int64_t>(blk) * 2 * cols + i];
+  s_sum[ty][tx] = total;
+  __syncthreads();
+  if (ty != 0 || i >= 2 * cols) return;
+  for (int r = 1; r < kFinalizeSlices; ++r) total += s_sum[r][tx];
   (i < cols ? grad_weight[i] : grad_bias[i - cols]) = from_float<W>(total);
 }
 
@@ -193,7 +205,8 @@ cudaError_t backward_typed(const void* grad_y, const void* x, const float* mean,
 #undef OPENREC_LN_BWD
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  layer_norm_finalize_kernel<W><<<(2 * cols + 255) / 256, 256, 0, stream>>>(
+  layer_norm_finalize_kernel<W><<<(2 * cols + kFinalizeCols - 1) / kFinalizeCols, kFinalizeCols * kFinalizeSlices, 0,
+                                  stream>>>(
       workspace, static_cast<W*>(grad_weight), static_cast<W*>(grad_bias), blocks, cols);
   return cudaGetLastError();
 }

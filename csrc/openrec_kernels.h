@@ -85,6 +85,14 @@ cudaError_t layer_norm_backward(DType dtype, bool weight_float, const void* grad
                                 const float* rstd, const void* weight, void* grad_x, void* grad_weight,
                                 void* grad_bias, float* workspace, int64_t rows, int cols, cudaStream_t stream);
 
+// ---- Column sums of a contiguous (rows, cols) matrix in `dtype` into fp32 out (cols): a linear layer's
+// bias gradient. Per-block partial rows in `workspace` (no zero-fill needed), added in a fixed order:
+// deterministic.
+int64_t column_sum_workspace_floats(int64_t rows, int cols, DType dtype);
+
+cudaError_t column_sum(DType dtype, const void* x, float* out, float* workspace, int64_t rows, int cols,
+                       cudaStream_t stream);
+
 // ---- Depthwise 3x3 convolution, stride 1, zero padding 1, on contiguous channels-last maps
 // (n, h, w, c), c % 4 == 0, with the bias and an epilogue fused: mode 0 y = conv(x) + b, 1 y = x +
 // conv(x) + b, 2 y = silu(conv(x) + b). weight (c, 9) and bias (c) fp32 when `weight_float`, else

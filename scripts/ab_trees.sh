@@ -10,6 +10,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 [ -d _old/openrec ] || { echo "ab_trees: prepare _old first (see the header)"; exit 1; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16 PYTHONUNBUFFERED=1
+# The system compiler: the lent image's CXX wrapper links libstdc++ statically, and an extension built
+# with it crashes on its first C++ exception instead of raising (csrc/README.md).
+export CC=${OPENREC_CC:-gcc} CXX=${OPENREC_CXX:-g++}
 ROOT=$PWD
 (cd _old && OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build_old.log" 2>&1) &
 OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build_new.log" 2>&1

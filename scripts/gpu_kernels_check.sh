@@ -8,6 +8,9 @@ set -euo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# The system compiler: the lent image's CXX wrapper links libstdc++ statically, and an extension built
+# with it crashes on its first C++ exception instead of raising (csrc/README.md).
+export CC=${OPENREC_CC:-gcc} CXX=${OPENREC_CXX:-g++}
 nvidia-smi -L
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}

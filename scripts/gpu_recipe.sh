@@ -28,6 +28,9 @@ WORK=${RECIPE_WORK:-/tmp/openrec_recipe}
 GPUDATA=$WORK/gpudata
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$GPUDATA/site:$PWD PYTHONUNBUFFERED=1
+# The system compiler: the lent image's CXX wrapper links libstdc++ statically, and an extension built
+# with it crashes on its first C++ exception instead of raising (csrc/README.md).
+export CC=${OPENREC_CC:-gcc} CXX=${OPENREC_CXX:-g++}
 for tarball in .carry/*.tar.xz; do  # unpacked once per machine; a warm machine keeps them
   pack=$(basename $tarball .tar.xz)
   if [ ! -f $GPUDATA/$pack.unpacked ]; then  # font packs go beside the LMDBs: data/fonts*

@@ -6,7 +6,9 @@ Forward and forward+backward (the op pairs themselves, no autograd bookkeeping) 
 issue, fp32 and bf16 (LayerNorm: rows B*H*W of C channels, against PyTorch's own CUDA LayerNorm,
 ``aten.native_layer_norm`` and its backward; the fused depthwise 3x3 convolution at the DA-Mamba
 blocks' shapes with the "residual" and "silu" epilogues, against the unfused cuDNN convolution +
-bias + epilogue and its autograd, all channels-last). Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
+bias + epilogue and its autograd, all channels-last; the column sum behind ``openrec.ops.linear``'s
+bias gradient, rows B*H*W of C channels, against ``x.sum(0)``, which autograd's linear backward runs:
+it has no backward, so its f+b columns time the same call). Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
 repeated calls do not just hit L2), median of 20 replays. Also measures the device's copy bandwidth
 and reports the bytes each op must move at least, the achieved GB/s and the fraction of that copy
 bandwidth. Needs a GPU and the built extension.
@@ -32,7 +34,7 @@ from openrec.ops.selective_scan import (SCAN_CHUNK, selective_scan_channels_last
 SHAPES = [(256, 128, 8, 32), (256, 256, 4, 32), (256, 256, 4, 96), (64, 256, 4, 512)]  # (B, C, H, W)
 # Tiny/base DA-Mamba blocks at B128 32x128 (block dim, ConvFFN hidden dim) and long text (B64 32x2048).
 DWCONV_SHAPES = [(128, 128, 8, 32), (128, 512, 8, 32), (128, 1024, 4, 32), (64, 128, 8, 512)]
-OPS = ["das", "scan", "layer_norm", "dwconv"]
+OPS = ["das", "scan", "layer_norm", "dwconv", "column_sum"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Issue #4 targets on an H100, fp32, B256 C256 4x32 (ms).
 TARGETS = {("das", "fwd"): 0.036, ("das", "fwd+bwd"): 0.15, ("scan", "fwd"): 0.045, ("scan", "fwd+bwd"): 0.12}
@@ -173,6 +175,19 @@ def layer_norm_case(b, c, h, w, dtype):
     return sets, fwd_bytes, fwd_bytes + bwd_bytes, (kernel_fwd, kernel_both, torch_fwd, torch_both)
 
 
+def column_sum_case(b, c, h, w, dtype):
+    sets = [(torch.randn(b * h * w, c, device="cuda").to(dtype),) for _ in range(SETS)]
+    nbytes = sets[0][0].numel() * sets[0][0].element_size() + 4 * c
+
+    def kernel(s):
+        return lambda: torch.ops.openrec.column_sum(s[0])
+
+    def torch_sum(s):
+        return lambda: s[0].sum(0)
+
+    return sets, nbytes, nbytes, (kernel, kernel, torch_sum, torch_sum)
+
+
 def dwconv_case(b, c, h, w, dtype, epilogue):
     mode = {"residual": 1, "silu": 2, "gelu_residual": 3}[epilogue]
     sets = []
@@ -227,6 +242,7 @@ def main(argv=None) -> int:
     cases = [("das", das_case, SHAPES), ("scan", scan_case, SHAPES), ("layer_norm", layer_norm_case, SHAPES)]
     cases += [(f"dwconv_{e[:3]}", lambda *a, e=e: dwconv_case(*a, e), DWCONV_SHAPES) for e in ("residual", "silu")]
     cases += [("dwconv_gelu", lambda *a: dwconv_case(*a, "gelu_residual"), DWCONV_SHAPES[1:3])]
+    cases += [("column_sum", column_sum_case, DWCONV_SHAPES)]
     for op, case, shapes in cases:
         if op.split("_")[0] not in args.ops and op not in args.ops:
             continue

@@ -166,9 +166,11 @@ def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]
     return out
 
 
-def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, steps: int = 3) -> None:
+def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, steps: int = 3,
+                detail: bool = False) -> None:
     """Prints the top CUDA kernels and the top CPU-side ops of a few calls of one row, and the
-    number of kernel launches per call (the eager step is often CPU-bound: launches matter)."""
+    number of kernel launches per call (the eager step is often CPU-bound: launches matter).
+    ``detail``: 60 rows with full kernel names, and (eager kinds) the ops grouped by input shape."""
     from torch.profiler import ProfilerActivity, profile
     fn = {"train": lambda: subject.train_step_fn(batch_size, width, amp),
           "train_graph": lambda: subject.train_step_fn(batch_size, width, amp, graphs=True),
@@ -179,7 +181,8 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
     for _ in range(3):
         fn()
     sync()
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                 record_shapes=detail) as prof:
         for _ in range(steps):
             fn()
         sync()
@@ -188,8 +191,13 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
                                                          "cudaGraphLaunch"))  # a graph replay counts once
     print(f"-- profile: {kind} B{batch_size} 32x{width} {amp or 'fp32'}: {launches / steps:.0f} kernel launches per call",
           flush=True)
+    rows, width_chars = (60, 160) if detail else (22, 58)
     if cuda:
-        print(events.table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=58), flush=True)
+        print(events.table(sort_by="self_cuda_time_total" if detail else "cuda_time_total", row_limit=rows,
+                           max_name_column_width=width_chars), flush=True)
+    if detail and cuda and not kind.endswith("graph"):
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="cuda_time_total", row_limit=rows, max_name_column_width=40, max_shapes_column_width=80), flush=True)
     print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=58), flush=True)
 
 
@@ -226,6 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:W:DTYPE",
                         help="profile these calls of each model instead of timing rows, e.g. "
                              "train:128:128:bf16 infer:64:2048:bf16 (no value: train:128:128:bf16)")
+    parser.add_argument("--profile-detail", action="store_true",
+                        help="with --profile: full kernel names, 60 rows, eager ops grouped by input shape")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     profiles = None if args.profile is None else [parse_profile(spec, device) for spec in args.profile or
@@ -242,7 +252,7 @@ def main(argv=None) -> int:
         print(f"{names[-1]}: {subject.params / 1e6:.2f}M params", flush=True)
         if profiles is not None:
             for kind, batch_size, width, amp in profiles:
-                profile_row(subject, kind, batch_size, width, amp)
+                profile_row(subject, kind, batch_size, width, amp, detail=args.profile_detail)
             del subject
             continue
         results.append(measure(subject, timer, device, args.quick, args.rows))

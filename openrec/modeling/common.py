@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..ops import layer_norm
+from ..ops import layer_norm, linear
 
 __all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates"]
 
@@ -47,7 +47,8 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = self.drop(self.act(linear(x, self.fc1.weight, self.fc1.bias)))
+        return self.drop(linear(hidden, self.fc2.weight, self.fc2.bias))
 
 
 class Attention(nn.Module):
@@ -63,9 +64,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = linear(x, self.qkv.weight, self.qkv.bias).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+        return self.proj_drop(linear(x.transpose(1, 2).reshape(b, n, c), self.proj.weight, self.proj.bias))
 
 
 class Block(nn.Module):

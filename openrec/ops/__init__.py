@@ -1,4 +1,5 @@
-"""Custom ops (DAS, the scan and the fused depthwise 3x3 convolution of the DA-Mamba block; LayerNorm):
+"""Custom ops (DAS, the scan and the fused depthwise 3x3 convolution of the DA-Mamba block; LayerNorm;
+the column sum behind ``linear``'s bias gradient):
 one API, exact PyTorch implementations, CUDA kernels and C++ CPU kernels when built.
 
 The ops are ``torch.library`` custom ops (``torch.ops.openrec.*``) with autograd and fake
@@ -9,6 +10,7 @@ CUDA extension built from ``csrc/`` registers itself as the CUDA implementation 
 """
 from .das import das_sample, das_sample_backward_torch, das_sample_torch
 from .dwconv import dwconv3x3, dwconv3x3_backward_torch, dwconv3x3_kernel_applies, dwconv3x3_torch
+from .linear import column_sum, column_sum_torch, linear, linear_kernel_applies
 from .layer_norm import layer_norm, layer_norm_backward_torch, layer_norm_kernel_applies, layer_norm_torch
 from .kernels import (cpu_kernels_available, cpu_kernels_status, cuda_kernels_available, cuda_kernels_status,
                       deterministic_kernels, use_deterministic_kernels)
@@ -22,6 +24,7 @@ __all__ = [
     "selective_scan", "selective_scan_torch", "selective_scan_backward_torch", "linear_scan",
     "linear_scan_fixed_steps", "export_formulation", "SCAN_CHUNK",
     "dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies",
+    "linear", "column_sum", "column_sum_torch", "linear_kernel_applies",
     "layer_norm", "layer_norm_torch", "layer_norm_backward_torch", "layer_norm_kernel_applies",
     "cuda_kernels_available", "cuda_kernels_status", "cpu_kernels_available", "cpu_kernels_status", "use_deterministic_kernels", "deterministic_kernels",
 ]

@@ -255,3 +255,14 @@ def test_opcheck_on_cuda():
     _, states = torch.ops.openrec.selective_scan(*args, True)
     opcheck(torch.ops.openrec.selective_scan_backward.default,
             (torch.randn(b, length, d, device="cuda"), *[t.detach() for t in args], states.detach(), True))
+
+
+@needs_kernels
+def test_a_shape_error_in_the_cuda_binding_raises():
+    """The binding's TORCH_CHECK must reach Python as an exception. On the lent H100 image (2026-12-06)
+    an extension linked by its compiler wrapper with a static libstdc++ crashed the process here with a
+    segmentation fault (perf note 41): build with the system g++; setup.py warns when the shared
+    libstdc++ is missing."""
+    x = torch.randn(1, 2, 3, 4, device="cuda")
+    with pytest.raises(RuntimeError, match="openrec::das_sample"):
+        torch.ops.openrec.das_sample(x, torch.randn(1, 2, 3, 3, device="cuda"))

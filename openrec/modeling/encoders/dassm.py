@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import das_sample, dwconv3x3, selective_scan
+from ...ops import das_sample, dwconv3x3, linear, selective_scan
 from ..common import DropPath, LayerNorm, LayerNorm2d
 
 __all__ = ["pointwise", "depthwise3x3", "ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
@@ -22,10 +22,11 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution. In 16-bit (autocast) on a channels-last map it runs as one GEMM over the
     NHWC view with the bias fused into the GEMM: cuDNN's channels-last 1x1 convolution adds the bias
     in a separate, slow broadcast kernel. fp32 keeps the convolution, which may use TF32 (an fp32
-    GEMM does not by default). Same parameters, same result up to rounding."""
+    GEMM does not by default). Same parameters, same result up to rounding. With a bias, its gradient
+    runs on the column-sum kernel where ``openrec.ops.linear`` takes it."""
     low_precision = x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type)
     if low_precision and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+        y = linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
         return y.permute(0, 3, 1, 2)
     return conv(x)
 
@@ -101,7 +102,7 @@ class DynamicAdaptiveScan(nn.Module):
     def forward(self, block_input: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """block_input: (B, C, H, W) normalised block input; x: (B, H, W, C) -> (B, H, W, C)."""
         feats = depthwise3x3(self.dw_conv, block_input).permute(0, 2, 3, 1)
-        offset = self.offset(self.act(self.norm(feats)))
+        offset = linear(self.act(self.norm(feats)), self.offset.weight, self.offset.bias)
         return das_sample(x, offset)
 
 
