@@ -74,7 +74,7 @@ class _LinearFunction(torch.autograd.Function):
         g = grad_y.reshape(-1, grad_y.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = (g @ weight).view(x.shape) if x.is_contiguous() else (g @ weight).reshape(x.shape)
+            grad_x = (g @ weight).view(x.shape)  # a fresh (rows, in) product: any x shape views it
         if ctx.needs_input_grad[1]:
             grad_w = g.t() @ x.reshape(-1, x.shape[-1])
         if ctx.needs_input_grad[2]:
