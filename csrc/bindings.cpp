@@ -230,8 +230,8 @@ Tensor column_sum_cuda(const Tensor& x) {
   const auto dtype = kernel_dtype(x, "column_sum");
   const int64_t rows = x.size(0);
   const int cols = static_cast<int>(x.size(1));
-  Tensor out = at::zeros({x.size(1)}, x.options().dtype(at::kFloat));
-  if (rows == 0 || cols == 0) return out;
+  Tensor out = at::empty({x.size(1)}, x.options().dtype(at::kFloat));  // the finalize writes every column
+  if (rows == 0 || cols == 0) return out.zero_();
   const Tensor xc = x.contiguous();
   Tensor workspace = at::empty({openrec::column_sum_workspace_floats(rows, cols, dtype)}, out.options());
   check_launch(openrec::column_sum(dtype, xc.data_ptr(), out.data_ptr<float>(), workspace.data_ptr<float>(), rows,
