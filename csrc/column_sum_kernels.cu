@@ -19,7 +19,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxVecs = 32;  // column vectors per block
-constexpr int kFinalizeCols = 32, kFinalizeSlices = 32;
 
 template <typename T, int V>
 __global__ void __launch_bounds__(kThreads)
@@ -57,19 +56,11 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < V; ++j) out[j] = acc[j];
 }
 
-__global__ void __launch_bounds__(kFinalizeCols * kFinalizeSlices)
+__global__ void __launch_bounds__(kFinalizeThreads)
     column_sum_finalize_kernel(const float* __restrict__ part, float* __restrict__ out, int n_splits, int cols) {
-  __shared__ float s_sum[kFinalizeSlices][kFinalizeCols + 1];
-  const int tx = threadIdx.x % kFinalizeCols, ty = threadIdx.x / kFinalizeCols;
-  const int c = blockIdx.x * kFinalizeCols + tx;
-  float total = 0.f;
-  if (c < cols)
-    for (int s = ty; s < n_splits; s += kFinalizeSlices) total += part[static_cast<int64_t>(s) * cols + c];
-  s_sum[ty][tx] = total;
-  __syncthreads();
-  if (ty != 0 || c >= cols) return;
-  for (int r = 1; r < kFinalizeSlices; ++r) total += s_sum[r][tx];
-  out[c] = total;
+  int64_t c;
+  float total;
+  if (finalize_column(part, n_splits, cols, c, total)) out[c] = total;
 }
 
 template <typename T>
@@ -101,8 +92,8 @@ cudaError_t column_sum_impl(const void* x, float* out, float* workspace, int64_t
     column_sum_partial_kernel<T, kVec16<T>><<<grid, kThreads, 0, stream>>>(xp, workspace, rows, cols, per_split);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  column_sum_finalize_kernel<<<(cols + kFinalizeCols - 1) / kFinalizeCols, kFinalizeCols * kFinalizeSlices, 0,
-                               stream>>>(workspace, out, static_cast<int>(splits), cols);
+  column_sum_finalize_kernel<<<finalize_blocks(cols), kFinalizeThreads, 0, stream>>>(workspace, out,
+                                                                                  static_cast<int>(splits), cols);
   return cudaGetLastError();
 }
 

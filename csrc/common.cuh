@@ -65,6 +65,34 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&v)[VE
   }
 }
 
+// The finalize pass of the deterministic reductions (bias and weight gradients): the columns of a
+// (rows x cols) fp32 matrix of per-block partial rows are summed, a block of kFinalizeCols x
+// kFinalizeSlices threads per kFinalizeCols columns. Each thread adds a fixed stride of the rows, then
+// one thread per column adds the slices in order in shared memory: no atomics, the same bits every
+// run, and ~rows/32 loads a thread instead of one thread walking every partial row.
+constexpr int kFinalizeCols = 32, kFinalizeSlices = 32, kFinalizeThreads = kFinalizeCols * kFinalizeSlices;
+
+inline unsigned finalize_blocks(int64_t cols) {
+  return static_cast<unsigned>((cols + kFinalizeCols - 1) / kFinalizeCols);
+}
+
+// Called by every thread of a finalize block (it synchronises). True in the one thread that holds
+// the total of column `col` (col < cols).
+__device__ __forceinline__ bool finalize_column(const float* __restrict__ part, int64_t rows, int64_t cols,
+                                                int64_t& col, float& total) {
+  __shared__ float s_sum[kFinalizeSlices][kFinalizeCols + 1];
+  const int tx = threadIdx.x % kFinalizeCols, ty = threadIdx.x / kFinalizeCols;
+  col = static_cast<int64_t>(blockIdx.x) * kFinalizeCols + tx;
+  total = 0.f;
+  if (col < cols)
+    for (int64_t r = ty; r < rows; r += kFinalizeSlices) total += part[r * cols + col];
+  s_sum[ty][tx] = total;
+  __syncthreads();
+  if (ty != 0 || col >= cols) return false;
+  for (int r = 1; r < kFinalizeSlices; ++r) total += s_sum[r][tx];
+  return true;
+}
+
 // Calls FN<T> for the element type named by a DType (inside a function returning cudaError_t).
 #define OPENREC_DISPATCH(dtype, FN, ...)                          \
   switch (dtype) {                                                \

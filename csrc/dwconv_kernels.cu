@@ -25,7 +25,8 @@
 // sum g per thread over the tiles its block visits; the block adds its rows in shared memory and
 // writes one partial per block, and a finalize kernel adds the blocks in a fixed order (no atomics:
 // deterministic). Pass 2 is the forward kernel on g with the taps flipped (the transposed
-// convolution), plus grad_y itself for the residual epilogue.
+// convolution), plus grad_y itself for the residual epilogue; with the GELU epilogue the block also
+// stages its tile of the forward's pre-activation, for gelu' at the centre pixel.
 #include <initializer_list>
 
 #include "common.cuh"
@@ -53,6 +54,10 @@ struct TileShape {
   static constexpr int kItems = kTH * kSegs;                           // (row, segment) items: 32
   static constexpr int kThreads = kItems * kCVT;                       // 256 (16-bit) / 128 (fp32)
   static constexpr int kMinBlocks = 512 / kThreads;                    // 16 warps an SM: <= 128 registers
+  // The GELU convolutions (mode 3) compute long enough between their loads that a third resident
+  // block an SM pays in 16 bits (<= 80 registers, a few spills): -6% forward at 4C channels, while the
+  // other modes and small maps lost 3-5% that way (perf note 42).
+  static constexpr int kGeluMinBlocks = sizeof(T) == 4 ? kMinBlocks : 768 / kThreads;
   static constexpr int kInRows = kTH + 2;
   static constexpr int kXBytes = (kInRows + 1) * kRowPitch;  // the x tile and one zero row
   static constexpr int kGBytes = kTH * kGPitch;              // the grad_y tile of the backward (no halo)
@@ -121,16 +126,6 @@ __device__ __forceinline__ void store4(T* __restrict__ p, const float (&v)[kV]) 
 #pragma unroll
   for (int j = 0; j < kV; ++j) e[j] = from_float<T>(v[j]);
   *reinterpret_cast<R*>(p) = raw;
-}
-
-// Four channels as floats from global memory (one 8- or 16-byte load).
-template <typename T>
-__device__ __forceinline__ void load4(const T* __restrict__ p, float (&v)[kV]) {
-  using R = typename Raw4<T>::type;
-  const R raw = __ldg(reinterpret_cast<const R*>(p));
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int j = 0; j < kV; ++j) v[j] = to_float(e[j]);
 }
 
 // Rows r-1, r, r+1 of one tile column: `rows` holds the three row starts (already offset to the
@@ -271,17 +266,21 @@ __device__ __forceinline__ void zero_bytes(char* p, int bytes) {
 // convolution), bias null; with MODE 3 it is grad_x = (x + conv^T(x)) * gelu'(aux), x being grad_y
 // and aux the forward's pre-activation. One tile per block.
 template <typename T, typename W, int MODE, bool FLIP, int CH>
-__global__ void __launch_bounds__(TileShape<T>::kThreads, TileShape<T>::kMinBlocks)
+__global__ void __launch_bounds__(TileShape<T>::kThreads,
+                                  MODE == 3 ? TileShape<T>::kGeluMinBlocks : TileShape<T>::kMinBlocks)
     dwconv_kernel(const T* __restrict__ x, const W* __restrict__ weight, const W* __restrict__ bias,
                   const T* __restrict__ aux, T* __restrict__ y, Geometry geo) {
   using S = TileShape<T>;
   __shared__ __align__(16) char s_tile[S::kXBytes];
   __shared__ __align__(16) float s_w[9 * S::kCT];
   __shared__ __align__(16) float s_b[S::kCT];
+  constexpr bool kGeluGrad = MODE == 3 && FLIP;
+  __shared__ __align__(16) char s_aux[kGeluGrad ? S::kGBytes : 16];  // gelu'(aux) reads aux at the centre
   const int64_t r0 = static_cast<int64_t>(blockIdx.x / geo.col_tiles) * kTH;
   const int w0 = static_cast<int>(blockIdx.x % geo.col_tiles) * kTW;
   const int c0 = blockIdx.y * S::kCT;
   start_tile_copy<T, CH, S::kInRows, kInCols, S::kThreads>(s_tile, kRowPitch, x, geo, r0 - 1, w0 - 1, c0);
+  if constexpr (kGeluGrad) start_tile_copy<T, CH, kTH, kTW, S::kThreads>(s_aux, kGPitch, aux, geo, r0, w0, c0);
   zero_bytes<S::kThreads>(s_tile + S::kInRows * kRowPitch, kRowPitch);
   stage_weights<W, FLIP, S::kCT, S::kThreads>(weight, bias, c0, min(S::kCT, geo.c - c0), s_w, s_b);
   copy_async_wait_all();
@@ -308,16 +307,14 @@ __global__ void __launch_bounds__(TileShape<T>::kThreads, TileShape<T>::kMinBloc
     read_column<T>(rows, col0 + k + 2, right);
     const int w = w0 + col0 + k;
     [[maybe_unused]] float pre[kV];
-    if constexpr (MODE == 3 && FLIP) {
-      if (w < geo.w) load4(aux + (r * geo.w + w) * static_cast<int64_t>(geo.c) + c, pre);
-    }
+    if constexpr (kGeluGrad) read4<T>(s_aux + p.rr * kGPitch + (col0 + k) * kPixBytes + p.tx * kV * sizeof(T), pre);
     float o[kV];
 #pragma unroll
     for (int j = 0; j < kV; ++j) {
       float acc = window_sum(wt, left, mid, right, j, b[j]);
       if constexpr (MODE == 1 || MODE == 3) acc += mid[1][j];
       if constexpr (MODE == 2) acc *= sigmoid_fast(acc);
-      if constexpr (MODE == 3 && FLIP) acc *= gelu_grad(pre[j]);
+      if constexpr (kGeluGrad) acc *= gelu_grad(pre[j]);
       o[j] = acc;
     }
     if (w < geo.w) store4(out + static_cast<int64_t>(w) * geo.c, o);
@@ -425,24 +422,15 @@ __global__ void __launch_bounds__(TileShape<T>::kThreads, TileShape<T>::kMinBloc
   }
 }
 
-constexpr int kFinalizeCols = 32, kFinalizeRows = 32;
-
-// grad_weight (C, 9) and grad_bias (C): each output is the sum over the n_part block partials, split
-// over kFinalizeRows threads in a fixed pattern and added in shared memory in a fixed order.
+// grad_weight (C, 9) and grad_bias (C): each output is the sum over the n_part block partials
+// (finalize_column: a fixed pattern, deterministic).
 template <typename W>
-__global__ void dwconv_finalize_kernel(const float* __restrict__ part, W* __restrict__ grad_weight,
-                                       W* __restrict__ grad_bias, int n_part, int C) {
-  __shared__ float s_sum[kFinalizeRows][kFinalizeCols + 1];
-  const int tx = threadIdx.x % kFinalizeCols, ty = threadIdx.x / kFinalizeCols;
-  const int64_t outputs = static_cast<int64_t>(kGroups) * C;
-  const int64_t o = static_cast<int64_t>(blockIdx.x) * kFinalizeCols + tx;
-  float total = 0.f;
-  if (o < outputs)
-    for (int p = ty; p < n_part; p += kFinalizeRows) total += part[static_cast<int64_t>(p) * outputs + o];
-  s_sum[ty][tx] = total;
-  __syncthreads();
-  if (ty != 0 || o >= outputs) return;
-  for (int r = 1; r < kFinalizeRows; ++r) total += s_sum[r][tx];
+__global__ void __launch_bounds__(kFinalizeThreads)
+    dwconv_finalize_kernel(const float* __restrict__ part, W* __restrict__ grad_weight, W* __restrict__ grad_bias,
+                           int n_part, int C) {
+  int64_t o;
+  float total;
+  if (!finalize_column(part, n_part, static_cast<int64_t>(kGroups) * C, o, total)) return;
   const int grp = static_cast<int>(o / C), c = static_cast<int>(o % C);
   if (grp < 9) {
     grad_weight[static_cast<int64_t>(c) * 9 + grp] = from_float<W>(total);
@@ -541,9 +529,7 @@ cudaError_t backward_typed(int mode, const void* grad_y, const void* x, const vo
     default: err = launch_wgrad<T, W, 0>(gy, xp, wp, bp, nullptr, workspace, geo, n_part, vec16, stream); break;
   }
   if (err != cudaSuccess) return err;
-  const int64_t outputs = static_cast<int64_t>(kGroups) * c;
-  dwconv_finalize_kernel<W><<<static_cast<unsigned>((outputs + kFinalizeCols - 1) / kFinalizeCols),
-                              kFinalizeCols * kFinalizeRows, 0, stream>>>(
+  dwconv_finalize_kernel<W><<<finalize_blocks(static_cast<int64_t>(kGroups) * c), kFinalizeThreads, 0, stream>>>(
       workspace, static_cast<W*>(grad_weight), static_cast<W*>(grad_bias), n_part, c);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;

@@ -137,26 +137,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-constexpr int kFinalizeCols = 32, kFinalizeSlices = 32;
-
 // grad_weight / grad_bias: each of the 2 * cols outputs is the sum of its column over the blocks'
-// partial rows. kFinalizeSlices threads per column each add a fixed stride of the rows, then one adds
-// the slices in order in shared memory: deterministic, and ~16 loads a thread instead of one thread
-// walking all the blocks (8.7 us a call at 512 blocks on an H100, 35 calls a tiny Mamba train step).
+// partial rows (finalize_column: 32 threads a column, 8.7 us a call at 512 blocks on an H100 with
+// one thread walking them, 35 calls a tiny Mamba train step).
 template <typename W>
-__global__ void __launch_bounds__(kFinalizeCols * kFinalizeSlices)
+__global__ void __launch_bounds__(kFinalizeThreads)
     layer_norm_finalize_kernel(const float* __restrict__ part, W* __restrict__ grad_weight,
                                W* __restrict__ grad_bias, int n_blocks, int cols) {
-  __shared__ float s_sum[kFinalizeSlices][kFinalizeCols + 1];
-  const int tx = threadIdx.x % kFinalizeCols, ty = threadIdx.x / kFinalizeCols;
-  const int i = blockIdx.x * kFinalizeCols + tx;
-  float total = 0.f;
-  if (i < 2 * cols)
-    for (int blk = ty; blk < n_blocks; blk += kFinalizeSlices) total += part[static_cast<int64_t>(blk) * 2 * cols + i];
-  s_sum[ty][tx] = total;
-  __syncthreads();
-  if (ty != 0 || i >= 2 * cols) return;
-  for (int r = 1; r < kFinalizeSlices; ++r) total += s_sum[r][tx];
+  int64_t i;
+  float total;
+  if (!finalize_column(part, n_blocks, 2 * static_cast<int64_t>(cols), i, total)) return;
   (i < cols ? grad_weight[i] : grad_bias[i - cols]) = from_float<W>(total);
 }
 
@@ -205,8 +195,7 @@ cudaError_t backward_typed(const void* grad_y, const void* x, const float* mean,
 #undef OPENREC_LN_BWD
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  layer_norm_finalize_kernel<W><<<(2 * cols + kFinalizeCols - 1) / kFinalizeCols, kFinalizeCols * kFinalizeSlices, 0,
-                                  stream>>>(
+  layer_norm_finalize_kernel<W><<<finalize_blocks(2 * static_cast<int64_t>(cols)), kFinalizeThreads, 0, stream>>>(
       workspace, static_cast<W*>(grad_weight), static_cast<W*>(grad_bias), blocks, cols);
   return cudaGetLastError();
 }

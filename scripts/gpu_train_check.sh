@@ -7,7 +7,8 @@
 #   bash scripts/gpu_train_check.sh curve   # (1 GPU) same seed, same batches, STEPS (300) steps of tiny
 #                                           # SVTRv2Mamba: PyTorch ops fp32 vs CUDA kernels fp32 vs kernels bf16
 #                                           # (CURVE=layer_norm / CURVE=dwconv: kernels bf16 with vs without the
-#                                           # LayerNorm / fused depthwise-conv kernel)
+#                                           # LayerNorm / fused depthwise-conv kernel; CURVE=linear: with vs
+#                                           # without the column-sum bias gradients)
 # Expects .whl/ and .gpudata/ made by scripts/prepare_gpu_carry.sh (carry both with the device tool).
 set -euo pipefail
 MODE=${1:?mode}
@@ -63,6 +64,12 @@ elif [ "$MODE" = curve ]; then
     echo "== dw_torch_bf16 vs dw_kernel_bf16"
     python3 scripts/compare_runs.py $OUT/dw_torch_bf16/history.jsonl $OUT/dw_kernel_bf16/history.jsonl --skip 40 \
       | tee $OUT/curve_dwconv.txt
+  elif [ "${CURVE:-ops}" = linear ]; then  # bias gradients on the column-sum kernel against autograd's sum
+    run lin_torch_bf16 OPENREC_LINEAR=torch true
+    run lin_kernel_bf16 OPENREC_LINEAR=kernel true
+    echo "== lin_torch_bf16 vs lin_kernel_bf16"
+    python3 scripts/compare_runs.py $OUT/lin_torch_bf16/history.jsonl $OUT/lin_kernel_bf16/history.jsonl --skip 40 \
+      | tee $OUT/curve_linear.txt
   else
     run torch_fp32 OPENREC_CUDA_KERNELS=0 false
     run kernels_fp32 OPENREC_CUDA_KERNELS=1 false
