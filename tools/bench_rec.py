@@ -196,8 +196,9 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
         print(events.table(sort_by="self_cuda_time_total" if detail else "cuda_time_total", row_limit=rows,
                            max_name_column_width=width_chars), flush=True)
     if detail and cuda and not kind.endswith("graph"):
-        print(prof.key_averages(group_by_input_shape=True).table(
-            sort_by="cuda_time_total", row_limit=rows, max_name_column_width=40, max_shapes_column_width=80), flush=True)
+        by_shape = prof.key_averages(group_by_input_shape=True)
+        print(by_shape.table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=40,
+                             max_shapes_column_width=80), flush=True)
     print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=58), flush=True)
 
 
