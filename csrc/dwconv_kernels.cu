@@ -22,11 +22,12 @@
 // Backward: pass 1 (wgrad) stages the x tile and the grad_y tile the same way and walks the same
 // windows with grad_y at the centre. It forms the pre-bias gradient g (grad_y, or grad_y * silu'(z)
 // with z recomputed from x), writes g when the epilogue is SiLU, and accumulates sum g * x_tap and
-// sum g per thread over the tiles its block visits; the block adds its rows in shared memory and
-// writes one partial per block, and a finalize kernel adds the blocks in a fixed order (no atomics:
-// deterministic). Pass 2 is the forward kernel on g with the taps flipped (the transposed
-// convolution), plus grad_y itself for the residual epilogue; with the GELU epilogue the block also
-// stages its tile of the forward's pre-activation, for gelu' at the centre pixel.
+// sum g per thread over the tiles its block visits; the block adds its threads' sums (warp shuffles,
+// then the warps in shared memory) and writes one partial per block, and a finalize kernel adds the
+// blocks in a fixed order (no atomics: deterministic). Pass 2 is the forward kernel on g with the
+// taps flipped (the transposed convolution), plus grad_y itself for the residual epilogue; with the
+// GELU epilogue the block also stages its tile of the forward's pre-activation, for gelu' at the
+// centre pixel.
 #include <initializer_list>
 
 #include "common.cuh"
@@ -401,24 +402,46 @@ __global__ void __launch_bounds__(TileShape<T>::kThreads, TileShape<T>::kMinBloc
       slide(left, mid, right);
     }
   }
-  // Add the block's items per channel vector, one group at a time, items in order.
-  __syncthreads();
-  float4* s_red = reinterpret_cast<float4*>(s_x);
-  float* out = part + static_cast<int64_t>(blockIdx.x) * kGroups * geo.c;
+  // The block's partial: the items' sums per channel vector, in a fixed order (deterministic). The
+  // items of a warp are added by a butterfly of shuffles (the lanes of one channel vector are kCVT
+  // apart), then one thread per (group, channel vector) adds the warps' sums in warp order. (One
+  // thread per channel vector walking all 32 items, group after group, cost ~10k cycles a block:
+  // the larger part of a small map's weight gradient; perf note 43.)
+  static_assert(32 % S::kCVT == 0 && S::kThreads % 32 == 0, "a warp holds whole items");
+  constexpr int kWarps = S::kThreads / 32;
 #pragma unroll
-  for (int grp = 0; grp < kGroups; ++grp) {
-    const float* src = grp < 9 ? gw[grp < 9 ? grp : 0] : gb;
-    s_red[threadIdx.x] = make_float4(src[0], src[1], src[2], src[3]);
-    __syncthreads();
-    if (threadIdx.x < S::kCVT && channels_ok) {
-      float4 total = s_red[threadIdx.x];
-      for (int item = 1; item < S::kItems; ++item) {
-        const float4 q = s_red[item * S::kCVT + threadIdx.x];
-        total.x += q.x; total.y += q.y; total.z += q.z; total.w += q.w;
-      }
-      *reinterpret_cast<float4*>(out + static_cast<int64_t>(grp) * geo.c + c) = total;
+  for (int lane_step = S::kCVT; lane_step < 32; lane_step *= 2) {
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      gb[j] += __shfl_xor_sync(0xffffffffu, gb[j], lane_step);
+#pragma unroll
+      for (int t = 0; t < 9; ++t) gw[t][j] += __shfl_xor_sync(0xffffffffu, gw[t][j], lane_step);
     }
-    __syncthreads();
+  }
+  __syncthreads();  // the last tile is no longer read
+  float4* s_red = reinterpret_cast<float4*>(s_x);  // [warp][group][channel vector]
+  static_assert(kWarps * kGroups * S::kCVT * sizeof(float4) <= S::kXBytes, "the warp sums fit the x tile");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane < S::kCVT) {
+#pragma unroll
+    for (int grp = 0; grp < kGroups; ++grp) {
+      const float* src = grp < 9 ? gw[grp < 9 ? grp : 0] : gb;
+      s_red[(warp * kGroups + grp) * S::kCVT + lane] = make_float4(src[0], src[1], src[2], src[3]);
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kGroups * S::kCVT) {
+    const int grp = threadIdx.x / S::kCVT, vec = threadIdx.x % S::kCVT;
+    const int cv = c0 + vec * kV;
+    float4 total = s_red[grp * S::kCVT + vec];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) {
+      const float4 q = s_red[(w * kGroups + grp) * S::kCVT + vec];
+      total.x += q.x; total.y += q.y; total.z += q.z; total.w += q.w;
+    }
+    if (cv < geo.c)
+      *reinterpret_cast<float4*>(part + static_cast<int64_t>(blockIdx.x) * kGroups * geo.c +
+                                 static_cast<int64_t>(grp) * geo.c + cv) = total;
   }
 }
 
@@ -444,10 +467,16 @@ int channel_tiles(int c) {
   return (c + TileShape<T>::kCT - 1) / TileShape<T>::kCT;
 }
 
+// Weight-gradient blocks an SM (2 resident): 2 won 3% on B128 C128 8x32 and lost 7-10% on the
+// 512-1024-channel maps, where more blocks hide each other's tile loads (perf note 43).
+#ifndef OPENREC_DW_WGRAD_BLOCKS_PER_SM
+#define OPENREC_DW_WGRAD_BLOCKS_PER_SM 4
+#endif
+
 // Blocks along the tiles for the weight gradient: about 4 per SM in all, each over >= 1 tile.
 template <typename T>
 int wgrad_blocks_x(const Geometry& g) {
-  int64_t target = (4LL * num_sms() + channel_tiles<T>(g.c) - 1) / channel_tiles<T>(g.c);
+  int64_t target = (int64_t{OPENREC_DW_WGRAD_BLOCKS_PER_SM} * num_sms() + channel_tiles<T>(g.c) - 1) / channel_tiles<T>(g.c);
   if (target < 1) target = 1;
   const int64_t blocks = g.tiles < target ? g.tiles : target;
   return static_cast<int>(blocks < 1 ? 1 : blocks);
