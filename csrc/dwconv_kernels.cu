@@ -405,8 +405,8 @@ __global__ void __launch_bounds__(TileShape<T>::kThreads, TileShape<T>::kMinBloc
   // The block's partial: the items' sums per channel vector, in a fixed order (deterministic). The
   // items of a warp are added by a butterfly of shuffles (the lanes of one channel vector are kCVT
   // apart), then one thread per (group, channel vector) adds the warps' sums in warp order. (One
-  // thread per channel vector walking all 32 items, group after group, cost ~10k cycles a block:
-  // the larger part of a small map's weight gradient; perf note 43.)
+  // thread per channel vector walking all 32 items, group after group, was ~10k cycles a block by
+  // count; a B128 C128 8x32 weight gradient went from 15.7 to 12.3 us with this, perf note 43.)
   static_assert(32 % S::kCVT == 0 && S::kThreads % 32 == 0, "a warp holds whole items");
   constexpr int kWarps = S::kThreads / 32;
 #pragma unroll
@@ -476,7 +476,8 @@ int channel_tiles(int c) {
 // Blocks along the tiles for the weight gradient: about 4 per SM in all, each over >= 1 tile.
 template <typename T>
 int wgrad_blocks_x(const Geometry& g) {
-  int64_t target = (int64_t{OPENREC_DW_WGRAD_BLOCKS_PER_SM} * num_sms() + channel_tiles<T>(g.c) - 1) / channel_tiles<T>(g.c);
+  const int64_t all_blocks = int64_t{OPENREC_DW_WGRAD_BLOCKS_PER_SM} * num_sms();
+  int64_t target = (all_blocks + channel_tiles<T>(g.c) - 1) / channel_tiles<T>(g.c);
   if (target < 1) target = 1;
   const int64_t blocks = g.tiles < target ? g.tiles : target;
   return static_cast<int>(blocks < 1 ? 1 : blocks);
