@@ -1,17 +1,18 @@
-"""Times the DAS, selective-scan, LayerNorm and depthwise-conv ops: CUDA kernels vs the PyTorch implementation.
+"""Times the DAS, scan, LayerNorm, depthwise-conv and column-sum ops: CUDA kernels vs PyTorch.
 
     python tools/bench_ops.py --json output/bench_ops.json
 
 Forward and forward+backward (the op pairs themselves, no autograd bookkeeping) at the shapes of the
 issue, fp32 and bf16 (LayerNorm: rows B*H*W of C channels, against PyTorch's own CUDA LayerNorm,
 ``aten.native_layer_norm`` and its backward; the fused depthwise 3x3 convolution at the DA-Mamba
-blocks' shapes with the "residual" and "silu" epilogues, against the unfused cuDNN convolution +
-bias + epilogue and its autograd, all channels-last; the column sum behind ``openrec.ops.linear``'s
-bias gradient, rows B*H*W of C channels, against ``x.sum(0)``, which autograd's linear backward runs:
-it has no backward, so its f+b columns time the same call). Each timing replays a CUDA graph of many calls rotating over 3 input sets (so
-repeated calls do not just hit L2), median of 20 replays. Also measures the device's copy bandwidth
-and reports the bytes each op must move at least, the achieved GB/s and the fraction of that copy
-bandwidth. Needs a GPU and the built extension.
+blocks' shapes with the "residual", "silu" and "gelu_residual" epilogues, against the unfused cuDNN
+convolution + bias + epilogue and its autograd, all channels-last; the column sum behind
+``openrec.ops.linear``'s bias gradient, rows B*H*W of C channels, against ``x.sum(0)``, which
+autograd's linear backward runs: it has no backward, so its f+b columns time the same call). Each
+timing replays a CUDA graph of many calls rotating over 3 input sets (so repeated calls do not just
+hit L2), median of 20 replays. Also measures the device's copy bandwidth and reports the bytes each
+op must move at least, the achieved GB/s and the fraction of that copy bandwidth. Needs a GPU and
+the built extension.
 """
 from __future__ import annotations
 
