@@ -13,6 +13,8 @@
 #   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec, releases
 #                                         # (RELEASE=name) and a results tarball; EVAL=0: no eval_rec, every run's
 #                                         # fp16 release comes back instead (evaluate it with eval_rec on any machine)
+# A start or finish call that ends while runs still train returns progress.tar.gz (logs) and snapshot_RUN/
+# (the fp16 weights of each run's last save), in case the machine is gone by the next call.
 # A lent machine is held at most 30 minutes and goes back 30 s after a call ends: start and finish must
 # run on the same one, in calls that follow each other at once. One model with the whole machine:
 #   CONFIGS=svtrv2_mamba_tiny_real RECIPE_ARGS="Train.num_workers=15 ..." bash scripts/gpu_recipe.sh start
@@ -60,6 +62,16 @@ watch_runs() {  # $1 = seconds; prints the last log line of each run every minut
     pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null || break
     [ $(( tick % 4 )) = 0 ] || continue
     for r in $WORK/output/recipe/*/; do printf '%s: %s\n' "$(basename $r)" "$(grep -E 'step [0-9]+/' $r/train.log 2>/dev/null | tail -1 | cut -c1-110)"; done
+  done
+}
+
+snapshot_progress() {  # runs still training at the end of a call: their logs so far, and the fp16 weights of
+  # each one's last save (Global.save_every) as a release folder, so that a machine lost before the next call
+  # (device time spent, taken back) still leaves a model to evaluate (the release's meta names its step)
+  tar -C $WORK -czf "$OUT/progress.tar.gz" $(cd $WORK && ls output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null)
+  for R in $WORK/output/recipe/${RUNS:-*}/; do
+    R=${R%/}; [ -f $R/latest.pth ] || continue
+    python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/snapshot_$(basename $R)" | tail -1
   done
 }
 
@@ -115,10 +127,11 @@ elif [ "$MODE" = start ]; then
       ${RECIPE_ARGS:-} > $WORK/output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &)
   done
   watch_runs ${WATCH:-500}
+  pgrep -f "tools/train_rec.py.*output/recipe/" >/dev/null && snapshot_progress
 elif [ "$MODE" = finish ]; then
   watch_runs ${WATCH:-560}
   if pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null; then  # the logs so far come back
-    tar -C $WORK -czf "$OUT/progress.tar.gz" $(cd $WORK && ls output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null)
+    snapshot_progress
     echo "still training"; exit 3
   fi
   mkdir -p "$OUT/results"
