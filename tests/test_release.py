@@ -108,3 +108,32 @@ def test_shipped_model_reads_the_demo_images_on_cpu():
     assert res.returncode == 0, res.stderr[-2000:]
     read = {os.path.basename(line.split("\t")[0]): line.split("\t")[1] for line in res.stdout.strip().splitlines()}
     assert read == {"coffee.png": "Coffee", "mamba.png": "Mamba", "open.png": "OPEN"}
+
+
+def test_recipe_call_snapshot_brings_back_logs_and_the_last_save(gtc_run, tmp_path):
+    """scripts/gpu_recipe.sh's snapshot_progress: what a lent-machine call returns while runs still train."""
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+    root, _, _ = gtc_run
+    run = tmp_path / "work" / "output" / "recipe" / "run_a"
+    run.mkdir(parents=True)
+    for name in ("latest.pth", "history.jsonl", "train.log"):
+        shutil.copy(root / "out" / name, run / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    bindir = tmp_path / "bin"  # the script calls python3: make it this interpreter
+    bindir.mkdir()
+    os.symlink(sys.executable, bindir / "python3")
+    script = os.path.join(ROOT, "scripts", "gpu_recipe.sh")
+    env = dict(os.environ, WORK=str(tmp_path / "work"), OUT=str(out), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=ROOT)
+    res = subprocess.run(["bash", "-c", f'eval "$(sed -n "/^snapshot_progress() {{/,/^}}/p" {script})"; snapshot_progress'],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with tarfile.open(out / "progress.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["output/recipe/run_a/history.jsonl", "output/recipe/run_a/train.log"]
+    saved = torch.load(out / "snapshot_run_a" / "model.pth", weights_only=False)
+    assert saved["meta"] == {"source_step": 2, "dtype": "float16"}
+    TextRecognizer.from_release(str(out / "snapshot_run_a"))  # a release folder the tools can load

@@ -23,3 +23,14 @@ def test_ci_runs_readme_setup_and_test_commands_exactly():
 def test_builtin_dictionary_ships_with_the_package():
     from openrec.text.charset import BUILTIN_DICTS
     assert os.path.isfile(BUILTIN_DICTS["en_symbols"])
+
+
+def test_shell_scripts_parse():
+    """The lent-machine scripts never run in CI: at least a syntax error must fail here."""
+    import glob
+    import subprocess
+    scripts = sorted(glob.glob(os.path.join(ROOT, "scripts", "*.sh")) + [os.path.join(ROOT, ".ci", "run")])
+    assert len(scripts) >= 5
+    for path in scripts:
+        res = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
+        assert res.returncode == 0, f"{path}: {res.stderr}"
