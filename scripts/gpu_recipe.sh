@@ -54,12 +54,16 @@ BENCH="{type: lmdb, path: data/benchmarks/IIIT5k_3000}, {type: lmdb, path: data/
 # Text fitted to the real training splits' statistics (about half UPPER, short common words, mean length ~5).
 REAL_TEXT="text_mix: [0.8, 0.05, 0.1, 0.05, 0.0], case_weights: [0.25, 0.25, 0.5], word_temperature: 0.9, max_random_len: 8"
 
+runs_alive() {  # a recipe run (RUNS: the one of that name) is still training
+  pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null
+}
+
 watch_runs() {  # $1 = seconds; prints the last log line of each run every minute; returns early when all ended
   # (RUNS: only the run of that name, in finish as well: one run can be evaluated while the other trains)
   local until=$(( $(date +%s) + $1 )) tick=0
   while [ "$(date +%s)" -lt $until ]; do
     sleep 15; tick=$(( tick + 1 ))
-    pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null || break
+    runs_alive || break
     [ $(( tick % 4 )) = 0 ] || continue
     for r in $WORK/output/recipe/*/; do printf '%s: %s\n' "$(basename $r)" "$(grep -E 'step [0-9]+/' $r/train.log 2>/dev/null | tail -1 | cut -c1-110)"; done
   done
@@ -127,10 +131,10 @@ elif [ "$MODE" = start ]; then
       ${RECIPE_ARGS:-} > $WORK/output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &)
   done
   watch_runs ${WATCH:-500}
-  pgrep -f "tools/train_rec.py.*output/recipe/" >/dev/null && snapshot_progress
+  runs_alive && snapshot_progress
 elif [ "$MODE" = finish ]; then
   watch_runs ${WATCH:-560}
-  if pgrep -f "tools/train_rec.py.*output/recipe/${RUNS:-}" >/dev/null; then  # the logs so far come back
+  if runs_alive; then  # the logs so far come back
     snapshot_progress
     echo "still training"; exit 3
   fi
