@@ -155,3 +155,30 @@ def test_arc_probability_zero_draws_nothing():
     b = SynthSource(CHARS, 25, num_samples=6, seed=3, preset="scene", style={"arc_degrees": [40, 60]})
     for i in range(6):
         assert np.array_equal(a.load(i, 0, random.Random(i))[0], b.load(i, 0, random.Random(i))[0])
+
+
+@pytest.mark.parametrize("window", [(0, 7, 0, 9), (-3, 5, -2, 12), (2, 11, 4, 15), (-4, 12, -5, 14)])
+def test_crop_equals_the_padded_slice(window):
+    from openrec.data.synth.render import _crop
+    mask = np.random.default_rng(0).integers(0, 256, size=(7, 9), dtype=np.uint8)
+    y0, y1, x0, x1 = window
+    pads = (max(0, -y0), max(0, y1 - 7), max(0, -x0), max(0, x1 - 9))
+    expected = np.pad(mask, (pads[:2], pads[2:]))[y0 + pads[0]:y1 + pads[0], x0 + pads[2]:x1 + pads[2]]
+    got = _crop(mask, y0, y1, x0, x1)
+    assert got.dtype == mask.dtype and np.array_equal(got, expected)
+
+
+def test_blend_paints_the_colour_by_coverage():
+    from openrec.data.synth.render import _blend
+    rng = np.random.default_rng(1)
+    img = (rng.random((13, 37, 3)) * 255).astype(np.float32)
+    alpha = rng.integers(0, 256, size=(13, 37), dtype=np.uint8)
+    alpha[0, :3] = (0, 255, 128)  # each case below present
+    color = np.array([12.5, 200.25, 99.0], np.float32)
+    got = _blend(img, alpha, color)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got[alpha == 0], img[alpha == 0])  # no coverage: the image
+    np.testing.assert_allclose(got[alpha == 255], np.broadcast_to(color, img.shape)[alpha == 255], rtol=1e-6)
+    half = alpha == 128
+    np.testing.assert_allclose(got[half], (img[half] * 127 + color * 128) / 255, rtol=1e-5)
+

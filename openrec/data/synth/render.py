@@ -33,6 +33,21 @@ def _luma(rgb) -> float:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
 
 
+def _crop(mask: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """``mask[y0:y1, x0:x1]``, zeros where the window leaves the mask (no padded copy of the whole mask)."""
+    out = np.zeros((y1 - y0, x1 - x0), mask.dtype)
+    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, mask.shape[0]), max(x0, 0), min(x1, mask.shape[1])
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+    return out
+
+
+def _blend(img: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """Paint ``color`` over ``img`` (H, W, 3) with the coverage ``alpha`` (H, W, uint8 0..255)."""
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    return img * (1 - a) + color * a
+
+
 class SynthRenderer:
     def __init__(self, fonts: list[str], style: SynthStyle, seed: int = 0, num_textures: int = 32,
                  clutter_chars: str = string.ascii_letters + string.digits):
@@ -238,9 +253,7 @@ class SynthRenderer:
         m = [int(rng.uniform(*st.margin) * text_h) for _ in range(4)]
         y0, y1 = ys.min() - m[0], ys.max() + 1 + m[1]
         x0, x1 = xs.min() - m[2], xs.max() + 1 + m[3]
-        pads = (max(0, -y0), max(0, y1 - cover.shape[0]), max(0, -x0), max(0, x1 - cover.shape[1]))
-        masks = [np.pad(mm, (pads[:2], pads[2:]))[y0 + pads[0]:y1 + pads[0], x0 + pads[2]:x1 + pads[2]]
-                 if mm is not None else None for mm in masks]
+        masks = [_crop(mm, y0, y1, x0, x1) if mm is not None else None for mm in masks]
         cover = masks[1] if masks[1] is not None else masks[0]
         h, w = cover.shape
         img = self._background(h, w, rng, nrng).astype(np.float32)
@@ -249,19 +262,16 @@ class SynthRenderer:
             box = (m[0], h - m[1], m[2], w - m[3])
             clutter = add_distractor((h, w), box, rng, lambda c: self._text_masks(c, font, 0.0, 0)[0], self.chars)
             if clutter is not None:
-                a = clutter.astype(np.float32)[..., None] / 255.0
-                img = img * (1 - a) + (color if rng.random() < 0.7 else self._text_color(self._region_lumas(img), rng)) * a
+                paint = color if rng.random() < 0.7 else self._text_color(self._region_lumas(img), rng)
+                img = _blend(img, clutter, paint)
         if rng.random() < st.p_shadow:
             dx, dy = rng.randint(-3, 3), rng.randint(1, 3)
             shadow = np.roll(np.roll(cover, dy, axis=0), dx, axis=1).astype(np.float32)
             shadow = cv2.GaussianBlur(shadow, (0, 0), rng.uniform(0.5, 1.5))[..., None] / 255.0
             img = img * (1 - 0.7 * shadow)
         if masks[1] is not None:
-            stroke_color = self._text_color(np.array([_luma(color)]), rng)
-            a = masks[1].astype(np.float32)[..., None] / 255.0
-            img = img * (1 - a) + stroke_color * a
-        a = masks[0].astype(np.float32)[..., None] / 255.0
-        img = img * (1 - a) + color * a
+            img = _blend(img, masks[1], self._text_color(np.array([_luma(color)]), rng))
+        img = _blend(img, masks[0], color)
         if st.p_lighting and rng.random() < st.p_lighting:
             img = img * lighting_field(h, w, rng)
         if rng.random() < st.p_blur:
