@@ -181,4 +181,3 @@ def test_blend_paints_the_colour_by_coverage():
     np.testing.assert_allclose(got[alpha == 255], np.broadcast_to(color, img.shape)[alpha == 255], rtol=1e-6)
     half = alpha == 128
     np.testing.assert_allclose(got[half], (img[half] * 127 + color * 128) / 255, rtol=1e-5)
-
