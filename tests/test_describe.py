@@ -24,4 +24,3 @@ def test_one_training_step_reaches_every_parameter(path):
     batch, classes = 2, info["train_outputs"]["ctc_logits"][-1]
     assert info["train_outputs"]["ctc_logits"] == (batch, 32, classes)  # one CTC frame per column of the 4x-down map
     assert len(info["decoded"]) == batch
-
