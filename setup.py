@@ -76,6 +76,7 @@ def cpu_extensions():
     # -fopenmp: at::parallel_for is inlined, and its OpenMP pragma needs the flag to run in parallel.
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     return [CppExtension(name="openrec._C_cpu", sources=sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))),
+                         depends=sorted(glob.glob(os.path.join("csrc", "cpu", "*.h"))),
                          extra_compile_args=["-O3", "-ffp-contract=off"] + openmp, extra_link_args=openmp,
                          optional=mode not in ("1", "true", "yes", "on", "force"))]
 

@@ -110,3 +110,50 @@ def test_bench_rec_profile_specs_are_checked():
                        ("train_graph:1:128:fp32", "need a GPU")]:
         with pytest.raises(SystemExit, match=match):
             bench.parse_profile(bad, cpu)
+
+
+def _load_script(*parts):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *parts)
+    spec = importlib.util.spec_from_file_location(parts[-1].removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_ops_cpu_times_every_case_and_writes_json(tmp_path):
+    from openrec.ops.kernels import has_cpu_kernel
+    if not has_cpu_kernel("openrec::dwconv3x3"):
+        pytest.skip("no C++ CPU kernels built")
+    bench = _load_script("tools", "bench_ops_cpu.py")
+    out = tmp_path / "ops.json"
+    assert bench.main(["--ops", "dwconv", "scan", "--rounds", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    expected = {("scan", "{}, {}, {}x{}".format(*s), "") for s in bench.SCAN_DAS_SHAPES}
+    expected |= {("dwconv", "{}, {}, {}x{}".format(*s), e) for s in bench.DWCONV_SHAPES for e in bench.EPILOGUES
+                 if not (e == "gelu_residual" and s[1] == 128)}
+    assert {(r["op"], r["shape"], r["epilogue"]) for r in rows} == expected
+    for r in rows:
+        assert r["kernel_ms"] > 0 and r["speedup"] == pytest.approx(r["torch_ms"] / r["kernel_ms"])
+
+
+def test_ab_env_inference_interleaves_the_arms_and_restores_the_switch(tmp_path, monkeypatch):
+    ab = _load_script("scripts", "ab_env_inference.py")
+    monkeypatch.setenv("OPENREC_DWCONV", "kernel")
+    seen = []  # the switch each model's forward ran under
+    real_build = ab.build_model
+
+    def build_and_watch(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: seen.append(os.environ.get("OPENREC_DWCONV")))
+        return model
+
+    monkeypatch.setattr(ab, "build_model", build_and_watch)
+    out = tmp_path / "ab.json"
+    assert ab.main(["--env", "OPENREC_DWCONV", "--values", "auto", "torch", "--configs",
+                    "configs/rec/svtrv2/svtrv2_mamba_tiny_gtc_rctc.yml", "configs/rec/svtrv2/svtrv2_tiny_gtc_rctc.yml",
+                    "--batches", "1", "--seconds", "0", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["arm"].split()[-1] for r in rows] == ["OPENREC_DWCONV=auto", "OPENREC_DWCONV=torch", "svtrv2_tiny_gtc_rctc"]
+    assert rows[0]["ratio_to_first"] == 1.0 and all(r["rounds"] == 2 for r in rows)
+    assert seen[:3] == ["auto", "torch", "torch"] and seen[3:6] == ["auto", "torch", "torch"]  # the twin runs as left
+    assert os.environ["OPENREC_DWCONV"] == "kernel"

@@ -20,6 +20,8 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_common.h"
+
 namespace {
 
 using at::Tensor;
@@ -27,17 +29,9 @@ using at::Tensor;
 constexpr int64_t kScanChunk = 8;       // == SCAN_CHUNK in openrec/ops/selective_scan.py
 constexpr double kSoftplusThreshold = 20.0;  // F.softplus's default threshold
 
-at::ScalarType compute_type(std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    if (t->scalar_type() == at::kDouble) return at::kDouble;
-  return at::kFloat;
-}
-
-void check_cpu(std::initializer_list<const Tensor*> tensors, const char* op) {
-  for (const Tensor* t : tensors) TORCH_CHECK_VALUE(t->device().is_cpu(), "openrec::", op, ": expected CPU tensors");
-}
-
-Tensor as_compute(const Tensor& t, at::ScalarType cd) { return t.to(cd).contiguous(); }
+using openrec_cpu::as_compute;
+using openrec_cpu::check_cpu;
+using openrec_cpu::compute_type;
 
 // ------------------------------------------------------------------------------------------ scan
 struct ScanDims {

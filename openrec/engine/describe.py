@@ -1,4 +1,5 @@
-"""Build a model from a config, count its parameters and run one training step and one decode."""
+"""Build a model from a config, count its parameters and run one training step and one decode; name the
+CPU that benchmarks ran on."""
 from __future__ import annotations
 
 import random
@@ -11,6 +12,24 @@ from ..modeling import build_model
 from ..text import build_label_encoder, build_postprocess, charset_from_config, collate_labels
 
 SAMPLE_WORDS = ["openrec", "Mamba", "SVTRv2", "2026", "text", "scene", "READ", "ocr!"]
+
+
+def describe_cpu() -> str:
+    """The CPU's model and widest vector ISA ("AMD EPYC, avx512f"). The lent 2-core CPU machines differ
+    between sessions, and with them oneDNN's speed and the Mamba/attention ratios."""
+    model, flags = "CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = next((name for name in ("avx512f", "avx2") if name in flags), "")
+    return f"{model}, {isa}" if isa else model
 
 
 def sample_label_batch(label_encoder, batch_size: int) -> dict:

@@ -1,5 +1,5 @@
 """Depthwise 3x3 convolution with its bias and epilogue fused, as a ``torch.library`` custom op with a
-CUDA kernel for channels-last maps.
+CUDA kernel for channels-last maps and a C++ CPU kernel for its forward.
 
 Semantics (the specification the kernel must match), for x (N, C, H, W), weight (C, 1, 3, 3), bias (C),
 stride 1, zero padding 1, math in fp32 (float64 for float64 inputs)::
@@ -26,20 +26,20 @@ two more convolutions and a slow column sum for the bias gradient (perf note 34)
 divisible by 4, weight and bias fp32 or x's dtype, not under ``torch.compile``) *and* the GPU is the
 limit (:func:`openrec.ops.kernels.kernel_routing`, shared with LayerNorm): inside a CUDA-graph capture, and for eager calls of
 at least ``DWCONV_EAGER_MIN_PIXELS`` pixels (N*H*W). Small eager steps are host-bound, and there the
-custom op's Python autograd did not pay (perf note 34). Everything else is ``F.conv2d`` plus the
-epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never uses the kernel,
-``=kernel`` uses it for every call it takes.
+custom op's Python autograd did not pay (perf note 34). On the CPU, calls that want no gradient take
+the C++ kernel (:func:`dwconv3x3_cpu_kernel_applies`; perf note 49). Everything else is ``F.conv2d``
+plus the epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never uses a kernel,
+``=kernel`` uses the CUDA one for every call it takes.
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
 
-from .kernels import kernel_routing
+from .kernels import has_cpu_kernel, kernel_routing, routing_mode
 
-__all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies", "EPILOGUES",
-           "DWCONV_EAGER_MIN_PIXELS"]
+__all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies",
+           "dwconv3x3_cpu_kernel_applies", "EPILOGUES", "DWCONV_EAGER_MIN_PIXELS"]
 
 EPILOGUES = {"none": 0, "residual": 1, "silu": 2, "gelu_residual": 3}
 DWCONV_EAGER_MIN_PIXELS = 131072  # e.g. B64 8x256: long text, where the eager kernel gained 14% (perf note 34)
@@ -160,6 +160,22 @@ def dwconv3x3_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.
                           DWCONV_EAGER_MIN_PIXELS)
 
 
+def dwconv3x3_cpu_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether :func:`dwconv3x3` runs this call on the C++ CPU kernel (``csrc/cpu/dwconv_cpu.cpp``):
+    inference calls (no gradient wanted) in fp32/float64 outside autocast, export and ``torch.compile``.
+    Training keeps F.conv2d and its autograd (the op's backward has no CPU kernel)."""
+    from .selective_scan import export_formulation
+    if not (x.device.type == "cpu" and x.dim() == 4 and bias is not None and x.dtype in (torch.float32, torch.float64)
+            and weight.dtype == bias.dtype == x.dtype and tuple(weight.shape) == (x.shape[1], 1, 3, 3)):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return False
+    if (torch.is_autocast_enabled("cpu") or export_formulation.active or torch.compiler.is_compiling()
+            or routing_mode("OPENREC_DWCONV", "auto") == "torch"):
+        return False
+    return has_cpu_kernel("openrec::dwconv3x3")
+
+
 def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, epilogue: str = "none") -> torch.Tensor:
     """``epilogue(F.conv2d(x, weight, bias, padding=1, groups=C))`` for a depthwise 3x3 weight
     (C, 1, 3, 3); epilogue "none", "residual" (x + ...) or "silu"; "gelu_residual" is
@@ -181,6 +197,8 @@ def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
         with torch.autocast("cuda", enabled=False):
             z = torch.ops.openrec.dwconv3x3(xk, weight, bias, EPILOGUES["none" if split_residual else epilogue])
         return x + z if split_residual else z
+    if dwconv3x3_cpu_kernel_applies(x, weight, bias):
+        return torch.ops.openrec.dwconv3x3(x, weight, bias, EPILOGUES[epilogue])
     if epilogue == "gelu_residual":
         x, epilogue = F.gelu(x), "residual"
     z = F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])

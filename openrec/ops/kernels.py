@@ -1,7 +1,8 @@
 """The compiled extensions: loading, availability, and the options their kernels read.
 
 ``openrec._C`` registers CUDA implementations of the ops declared in this package, ``openrec._C_cpu``
-C++ CPU implementations of DAS and the scan; nothing else changes when they are present.
+C++ CPU implementations of DAS, the scan and the depthwise convolution's forward; nothing else changes
+when they are present.
 ``OPENREC_CUDA_KERNELS=0`` / ``OPENREC_CPU_KERNELS=0`` leave them unloaded (the PyTorch
 implementations then run instead, e.g. to compare).
 """
@@ -15,7 +16,8 @@ import warnings
 import torch
 
 __all__ = ["cuda_kernels_available", "cuda_kernels_status", "cpu_kernels_available", "cpu_kernels_status",
-           "use_deterministic_kernels", "deterministic_kernels", "warn_pytorch_fallback", "kernel_routing"]
+           "use_deterministic_kernels", "deterministic_kernels", "warn_pytorch_fallback", "kernel_routing",
+           "routing_mode", "has_cpu_kernel"]
 
 _state: dict = {"loaded": None, "reason": "", "warned": set(), "deterministic": False}
 _cpu_state: dict = {"loaded": None, "reason": ""}
@@ -82,17 +84,34 @@ def _has_cuda_kernel(op: str) -> bool:
         return True
 
 
+def routing_mode(env: str, default: str) -> str:
+    """The value of a routing switch (auto, torch or kernel); a typo is an error that names it."""
+    mode = os.environ.get(env, default)
+    if mode not in ("auto", "torch", "kernel"):
+        raise ValueError(f"{env} must be auto, torch or kernel, got {mode!r}")
+    return mode
+
+
 def kernel_routing(env: str, default: str, op: str, size: int, eager_min_size: int) -> bool:
     """The routing rule of the fused ops (LayerNorm, depthwise conv), read from the environment variable
     env (default when unset): "torch" never takes the kernel, "kernel" takes it for every call, "auto"
     inside CUDA-graph captures and for eager calls of at least eager_min_size (small eager steps are
     host-bound). Only for calls the kernel can take; False without the kernel for op."""
-    mode = os.environ.get(env, default)
-    if mode not in ("auto", "torch", "kernel"):
-        raise ValueError(f"{env} must be auto, torch or kernel, got {mode!r}")
+    mode = routing_mode(env, default)
     if mode == "torch" or not _has_cuda_kernel(op):
         return False
     return mode == "kernel" or torch.cuda.is_current_stream_capturing() or size >= eager_min_size
+
+
+@functools.cache
+def has_cpu_kernel(op: str) -> bool:
+    """The C++ CPU extension is loaded and has op's kernel (an extension built before the op has not)."""
+    if not cpu_kernels_available():
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
+    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
+        return True
 
 
 def cuda_kernels_status() -> str:

@@ -1,5 +1,5 @@
 """Fused depthwise 3x3 op: its PyTorch implementation vs F.conv2d + epilogue and their autograd
-(float64), gradcheck, opcheck, routing (CPU calls stay F.conv2d) and the DA-Mamba modules using it."""
+(float64), gradcheck, opcheck, routing (CPU training calls stay F.conv2d) and the DA-Mamba modules using it."""
 import pytest
 import torch
 import torch.nn as nn
@@ -101,8 +101,11 @@ def test_bad_arguments_are_named():
 
 
 @pytest.mark.parametrize("epilogue", EPILOGUES)
-def test_the_cpu_path_is_exactly_the_unfused_code(epilogue):
+def test_cpu_training_calls_are_exactly_the_unfused_code(epilogue):
+    """Calls that want gradients stay F.conv2d + epilogue (inference calls may take the C++ CPU kernel:
+    tests/ops/test_dwconv_cpu_kernel.py)."""
     x, weight, bias = _inputs((2, 8, 4, 6), dtype=torch.float32, seed=6, channels_last=True)
+    weight.requires_grad_()
     assert not dwconv3x3_kernel_applies(x, weight, bias)
     assert torch.equal(dwconv3x3(x, weight, bias, epilogue), _unfused(x, weight, bias, epilogue))
 
