@@ -73,15 +73,18 @@ def cuda_kernels_available() -> bool:
     return bool(_state["loaded"])
 
 
-@functools.cache
-def _has_cuda_kernel(op: str) -> bool:
-    """The extension is loaded and has op's kernel (an extension built before the op has not)."""
-    if not cuda_kernels_available():
-        return False
+def _registered(op: str, dispatch_key: str) -> bool:
+    """Whether a loaded extension registered op for the key (one built before the op did not)."""
     try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key)
     except (AttributeError, RuntimeError):  # private API: assume the kernel is there
         return True
+
+
+@functools.cache
+def _has_cuda_kernel(op: str) -> bool:
+    """The CUDA extension is loaded and has op's kernel."""
+    return cuda_kernels_available() and _registered(op, "CUDA")
 
 
 def routing_mode(env: str, default: str) -> str:
@@ -105,13 +108,8 @@ def kernel_routing(env: str, default: str, op: str, size: int, eager_min_size: i
 
 @functools.cache
 def has_cpu_kernel(op: str) -> bool:
-    """The C++ CPU extension is loaded and has op's kernel (an extension built before the op has not)."""
-    if not cpu_kernels_available():
-        return False
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
-    except (AttributeError, RuntimeError):  # private API: assume the kernel is there
-        return True
+    """The C++ CPU extension is loaded and has op's kernel."""
+    return cpu_kernels_available() and _registered(op, "CPU")
 
 
 def cuda_kernels_status() -> str:
