@@ -7,6 +7,7 @@ headers (a CPU build of torch lacks one generated CUDA header, which is stubbed 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,52 @@ def test_setup_builds_the_cpu_extension_from_its_own_folder():
     text = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
     assert '"openrec._C_cpu"' in text and '"csrc", "cpu"' in text
     assert 'glob.glob(os.path.join("csrc", "*.cu"))' in text  # the CUDA extension does not take csrc/cpu
+
+
+CLONE_CHECK = r'''
+import os, sys
+os.environ["OPENREC_CPU_KERNELS"] = "0"  # the ops' schemas without the installed extension
+import torch
+import openrec.ops
+from openrec.ops.dwconv import dwconv3x3_torch
+torch.ops.load_library(sys.argv[1])
+for shape in [(1, 4, 1, 1), (2, 24, 1, 7), (1, 37, 5, 3), (2, 64, 3, 5), (1, 256, 4, 32)]:
+    for mode in range(4):
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+            gen = torch.Generator().manual_seed(sum(shape) + mode)
+            x, w, b = (torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in (shape, (shape[1], 1, 3, 3), shape[1:2]))
+            torch.testing.assert_close(torch.ops.openrec.dwconv3x3(x, w, b, mode), dwconv3x3_torch(x, w, b, mode), rtol=tol, atol=tol)
+print("ok")
+'''
+
+
+def _cpu_flags() -> set:
+    try:
+        return set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or not os.path.exists("/proc/cpuinfo"), reason="no g++ or not Linux")
+def test_each_isa_version_of_the_cpu_dwconv_kernel_matches_the_formulation(tmp_path):
+    """The shipped extension runs only the best of its clones (AVX-512, AVX2+FMA, baseline) on a given
+    machine; this builds each one alone that this CPU can run and checks its results."""
+    include = Path(torch.__file__).parent / "include"
+    targets = {"baseline": ""}
+    flags = _cpu_flags()
+    if {"avx2", "fma"} <= flags:
+        targets["avx2"] = '__attribute__((target("avx2,fma")))'
+    if "avx512f" in flags:
+        targets["avx512"] = '__attribute__((target("avx512f")))'
+    (tmp_path / "check.py").write_text(CLONE_CHECK)
+    for name, attribute in targets.items():
+        lib = tmp_path / f"dwconv_{name}.so"
+        cmd = ["g++", "-std=c++20", "-O2", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared",
+               f"-DOPENREC_CPU_CLONES={attribute}", f"-DTORCH_EXTENSION_NAME=dwconv_{name}", "-I", str(include),
+               "-I", str(include / "torch" / "csrc" / "api" / "include"), str(CSRC / "cpu" / "dwconv_cpu.cpp"),
+               "-L", str(Path(torch.__file__).parent / "lib"), "-lc10", "-ltorch", "-ltorch_cpu", "-o", str(lib)]
+        built = subprocess.run(cmd, capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr[-4000:]
+        run = subprocess.run([sys.executable, str(tmp_path / "check.py"), str(lib)], capture_output=True, text=True,
+                             cwd=CSRC.parent, env={**os.environ, "PYTHONPATH": str(CSRC.parent)})
+        assert run.returncode == 0 and run.stdout.strip() == "ok", f"{name}: {run.stderr[-4000:]}"

@@ -44,10 +44,13 @@ enum Epilogue : int64_t { kNone = 0, kResidual = 1, kSilu = 2, kGeluResidual = 3
 #endif
 // The row loops are compiled for AVX-512, AVX2 with FMA (Haswell) and the baseline; the loader picks
 // the best the CPU has (GCC's function multi-versioning), so the extension still runs on any x86-64.
+// A build may define OPENREC_CPU_CLONES itself, e.g. empty to check the baseline code alone.
+#ifndef OPENREC_CPU_CLONES
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define OPENREC_CPU_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
 #else
 #define OPENREC_CPU_CLONES
+#endif
 #endif
 
 // 64 bytes of channels (16 floats, 8 doubles) as one vector: the compiler maps it onto the registers
