@@ -122,7 +122,7 @@ Tensor dwconv3x3_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   TORCH_CHECK_VALUE(mode >= kNone && mode <= kGeluResidual,
                     "openrec::dwconv3x3: mode must be 0 (none), 1 (residual), 2 (silu) or 3 (gelu_residual), got ",
                     mode);
-  const auto cd = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto cd = openrec_cpu::compute_type({&x});  // fp32, or float64 for float64 x
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   // gelu_residual convolves gelu(x) as the unfused path stores it: ATen's GELU, rounded to x's dtype.
   Tensor input = mode == kGeluResidual ? at::gelu(x.to(cd)).to(x.scalar_type()).to(cd) : x.to(cd);
