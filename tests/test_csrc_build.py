@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from openrec.engine.describe import cpu_flags
+
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 
 
@@ -95,20 +97,13 @@ print("ok")
 '''
 
 
-def _cpu_flags() -> set:
-    try:
-        return set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
-    except (OSError, StopIteration):
-        return set()
-
-
 @pytest.mark.skipif(shutil.which("g++") is None or not os.path.exists("/proc/cpuinfo"), reason="no g++ or not Linux")
 def test_each_isa_version_of_the_cpu_dwconv_kernel_matches_the_formulation(tmp_path):
     """The shipped extension runs only the best of its clones (AVX-512, AVX2+FMA, baseline) on a given
     machine; this builds each one alone that this CPU can run and checks its results."""
     include = Path(torch.__file__).parent / "include"
     targets = {"baseline": ""}
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if {"avx2", "fma"} <= flags:
         targets["avx2"] = '__attribute__((target("avx2,fma")))'
     if "avx512f" in flags:

@@ -97,11 +97,16 @@ def test_cpu_bf16_autocast_training_steps(tmp_path):
     assert all(p.dtype == torch.float32 for p in trainer.raw_model.parameters())
 
 
+def _load_script(*parts):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *parts)
+    spec = importlib.util.spec_from_file_location(parts[-1].removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_rec_profile_specs_are_checked():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench_rec.py")
-    spec = importlib.util.spec_from_file_location("bench_rec", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_script("tools", "bench_rec.py")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert bench.parse_profile("train:128:128:fp32", cpu) == ("train", 128, 128, None)
     assert bench.parse_profile("train_graph:64:256:bf16", cuda) == ("train_graph", 64, 256, torch.bfloat16)
@@ -111,13 +116,6 @@ def test_bench_rec_profile_specs_are_checked():
         with pytest.raises(SystemExit, match=match):
             bench.parse_profile(bad, cpu)
 
-
-def _load_script(*parts):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *parts)
-    spec = importlib.util.spec_from_file_location(parts[-1].removesuffix(".py"), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_bench_ops_cpu_times_every_case_and_writes_json(tmp_path):

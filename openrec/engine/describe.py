@@ -14,20 +14,28 @@ from ..text import build_label_encoder, build_postprocess, charset_from_config, 
 SAMPLE_WORDS = ["openrec", "Mamba", "SVTRv2", "2026", "text", "scene", "READ", "ocr!"]
 
 
-def describe_cpu() -> str:
-    """The CPU's model and widest vector ISA ("AMD EPYC, avx512f"). The lent 2-core CPU machines differ
-    between sessions, and with them oneDNN's speed and the Mamba/attention ratios."""
-    model, flags = "CPU", set()
+def _cpuinfo_field(name: str) -> str:
+    """The first value of a /proc/cpuinfo field ("" where there is none, e.g. not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "CPU":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, fma, avx512f ...), empty where /proc/cpuinfo is missing."""
+    return set(_cpuinfo_field("flags").split())
+
+
+def describe_cpu() -> str:
+    """The CPU's model and widest vector ISA ("AMD EPYC, avx512f"). The lent 2-core CPU machines differ
+    between sessions, and with them oneDNN's speed and the Mamba/attention ratios."""
+    model, flags = _cpuinfo_field("model name") or "CPU", cpu_flags()
     isa = next((name for name in ("avx512f", "avx2") if name in flags), "")
     return f"{model}, {isa}" if isa else model
 
