@@ -5,7 +5,6 @@ the process's CUDA state unusable; perf note 32):
     python scripts/capture_modes_check.py thread_local   # what GraphedTrainForward uses: 6 captured
     python scripts/capture_modes_check.py global         # CUDA's default: the capture is invalidated
 """
-import contextlib
 import os
 import sys
 
@@ -18,8 +17,7 @@ from tests.gpu.test_train_graphs import capture_beside_a_pinning_thread  # noqa:
 def main(mode: str) -> int:
     if mode not in ("global", "thread_local"):
         raise SystemExit(f"mode must be 'global' or 'thread_local', got {mode!r}")
-    if mode == "global":  # make_graphed_callables' own default
-        train_graphs.thread_local_capture = lambda: contextlib.nullcontext({})
+    train_graphs.CAPTURE_ERROR_MODE = mode  # "global": CUDA's (and make_graphed_callables') default
     try:
         captured, errors = capture_beside_a_pinning_thread()
     except Exception as error:  # noqa: BLE001 - the result being measured

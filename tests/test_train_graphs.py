@@ -1,47 +1,43 @@
-"""GraphedTrainForward's bookkeeping on the CPU: one capture per input shape (in "thread_local" mode),
-the eager fallbacks, the module left plain and BatchNorm statistics kept free of the capture passes.
-make_graphed_callables is replaced by a fake that behaves like it on the host side (warm-up passes in
-train mode, the graphed forward installed on the module); the real capture is compared with the eager
-step on a GPU in tests/gpu/test_train_graphs.py."""
+"""GraphedTrainForward's bookkeeping on the CPU: one capture per input shape, the eager fallbacks, the
+module left plain and BatchNorm statistics kept free of the capture passes (EncoderGraph replaced by a
+fake that runs its warm-up passes and then the module eagerly). EncoderGraph itself with torch.cuda's
+capture calls faked: the capture mode, and that no autograd graph outlives the capture. The real capture
+is compared with the eager step on a GPU in tests/gpu/test_train_graphs.py."""
+import contextlib
 import copy
-import inspect
 
 import pytest
 import torch
 
 from openrec.engine import train_graphs
-from openrec.engine.train_graphs import GraphedTrainForward
+from openrec.engine.train_graphs import EncoderGraph, GraphedTrainForward
 from openrec.modeling import build_model
 from tests.helpers import tiny_arch
 
 
-class FakeCapture:
-    def __init__(self):
-        self.captured, self.replayed, self.capture_modes = [], [], []
+class FakeEncoderGraph:
+    """Warm-up passes in train mode (they move BatchNorm statistics, as the real ones do), then eager."""
+    captured, replayed = [], []
 
-    def make_graphed_callables(self, module, sample_args, num_warmup_iters=3, allow_unused_input=False, pool=None):
-        # what the real one would capture with: the default of torch.cuda.graph's capture_error_mode
-        self.capture_modes.append(inspect.signature(torch.cuda.graph).parameters["capture_error_mode"].default)
-        for _ in range(num_warmup_iters):  # the real warm-up runs the module, moving BatchNorm statistics
-            module(*sample_args)
-        self.captured.append(tuple(sample_args[0].shape))
-        plain, replayed = module.forward, self.replayed
+    def __init__(self, encoder, images, pool=None):
+        for _ in range(train_graphs.WARMUP_PASSES):
+            encoder(images)
+        self.encoder = encoder
+        FakeEncoderGraph.captured.append(tuple(images.shape))
 
-        def graphed(x):
-            replayed.append(tuple(x.shape))
-            return plain(x)
-        module.forward = graphed  # as the real one does
-        return module
+    def __call__(self, images):
+        FakeEncoderGraph.replayed.append(tuple(images.shape))
+        return self.encoder(images)
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    capture = FakeCapture()
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture.make_graphed_callables)
+    FakeEncoderGraph.captured, FakeEncoderGraph.replayed = [], []
+    monkeypatch.setattr(train_graphs, "EncoderGraph", FakeEncoderGraph)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 0)
     monkeypatch.setattr(train_graphs, "_require_cuda", lambda model: None)
-    return capture
+    return FakeEncoderGraph
 
 
 def model_pair():
@@ -59,9 +55,6 @@ def test_one_capture_per_shape_and_buffers_see_one_update_per_step(fake):
         torch.testing.assert_close(forward(x)["ctc_logits"], reference(x)["ctc_logits"])
     assert fake.captured == [(2, 3, 32, 64), (3, 3, 32, 96)]
     assert fake.replayed == shapes
-    # "global" would let the DataLoader's pin-memory thread invalidate a capture; the swap is undone after
-    assert fake.capture_modes == ["thread_local"] * 2
-    assert inspect.signature(torch.cuda.graph).parameters["capture_error_mode"].default == "global"
     assert "forward" not in vars(model.encoder), "the module must stay plain after a capture"
     for (name, got), want in zip(model.named_buffers(), reference.buffers()):
         assert torch.equal(got, want), f"{name}: the warm-up passes leaked into the BatchNorm statistics"
@@ -85,3 +78,68 @@ def test_shapes_beyond_the_limit_eval_mode_and_no_grad_run_eagerly(fake):
 def test_a_model_without_encoder_and_decoder_is_refused():
     with pytest.raises(TypeError, match="encoder"):
         GraphedTrainForward(torch.nn.Linear(2, 2))
+
+
+class FakeCuda:
+    """torch.cuda's capture calls on the CPU: captures run their code once, replays do nothing."""
+
+    def __init__(self, monkeypatch):
+        self.capture_modes = []
+        fake = self
+
+        class Graph:
+            def replay(self):
+                pass
+
+        @contextlib.contextmanager
+        def graph(cuda_graph, pool=None, stream=None, capture_error_mode="global"):
+            fake.capture_modes.append(capture_error_mode)
+            yield
+
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "Stream", lambda: None)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+
+
+def test_encoder_graph_captures_in_thread_local_mode_and_keeps_no_autograd_graph(monkeypatch):
+    # "global" would let the DataLoader's pin-memory thread invalidate a capture. A kept autograd graph
+    # would hold the parameters' gradient accumulators of the capture stream: a cross-stream sync per
+    # parameter in every backward after it.
+    cuda = FakeCuda(monkeypatch)
+    torch.manual_seed(0)
+    encoder = build_model(tiny_arch("RCTC", drop_path_rate=0.0)).encoder.train()
+    images = torch.randn(2, 3, 32, 64)
+    graph = EncoderGraph(encoder, images)
+    assert cuda.capture_modes == ["thread_local"] * 2  # forward, backward
+    assert graph.static_output.grad_fn is None and not graph.static_output.requires_grad
+    assert len(graph.static_grads) == len(graph.params) == sum(p.requires_grad for p in encoder.parameters())
+    # the replayed output joins autograd through the parameters, and the backward hands out the captured
+    # gradients (here those of the capture itself: the fake replays do nothing)
+    out = graph(images)
+    assert out.requires_grad and out.grad_fn is not None
+    torch.testing.assert_close(out, encoder(images))
+    out.backward(torch.ones_like(out))
+    handed = [(p.grad, g) for p, g in zip(graph.params, graph.static_grads) if g is not None]
+    assert handed and all(got is not None and torch.equal(got, want) for got, want in handed)
+
+
+def test_encoder_graph_refuses_hooks_and_outputs_that_are_not_one_tensor(monkeypatch):
+    FakeCuda(monkeypatch)
+    encoder = build_model(tiny_arch("RCTC")).encoder.train()
+    handle = encoder.register_forward_hook(lambda module, args, out: None)
+    with pytest.raises(ValueError, match="hooks"):
+        EncoderGraph(encoder, torch.randn(1, 3, 32, 64))
+    handle.remove()
+
+    class TwoOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return x * self.w, x
+
+    with pytest.raises(TypeError, match="one tensor"):
+        EncoderGraph(TwoOutputs(), torch.randn(2))

@@ -7,50 +7,29 @@ optimizer stay eager, so data-dependent heads (SMTR's variable number of sub-str
 work unchanged.
 
 One graph pair is captured per input shape (bucketed widths and batch sizes give a handful), the first
-time the shape is seen, through ``torch.cuda.make_graphed_callables``; all pairs share one memory pool,
-which is safe because a shape's backward always follows its own forward before another shape runs.
-Captures run in CUDA's "thread_local" mode, so the DataLoader's pin-memory thread may go on meanwhile.
+time the shape is seen, the way ``torch.cuda.make_graphed_callables`` does it (warm-up passes on a side
+stream, then the forward and the backward captured into one memory pool shared by every shape, which is
+safe because a shape's backward always follows its own forward before another shape runs). Two
+differences: captures run in CUDA's "thread_local" mode, so the DataLoader's pin-memory thread may go on
+meanwhile, and the captured output keeps no autograd graph (see ``EncoderGraph``).
 """
 from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 
 import torch
 import torch.nn as nn
 
-__all__ = ["GraphedTrainForward", "gc_paused", "cudnn_autotune_paused"]
+__all__ = ["GraphedTrainForward", "EncoderGraph", "gc_paused", "cudnn_autotune_paused"]
 
-
-class _ThreadLocalCapture(torch.cuda.graph):
-    """``torch.cuda.graph`` capturing in "thread_local" mode unless told otherwise."""
-
-    def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode: str = "thread_local", **options):
-        super().__init__(cuda_graph, pool=pool, stream=stream, capture_error_mode=capture_error_mode, **options)
-
-
-@contextlib.contextmanager
-def thread_local_capture():
-    """Make ``make_graphed_callables`` capture in CUDA's "thread_local" mode.
-
-    Its default, "global", lets a CUDA call from any other thread invalidate the capture, and the
-    DataLoader's pin-memory thread makes such calls: every ``torch.cuda.graph`` entry empties the pinned
-    host cache, so the next batch pins with a fresh ``cudaHostAlloc``, which can fall inside a capture.
-    A capture beside a thread that pins memory failed in "global" mode and passed in "thread_local" mode
-    (H200, 2026-12-04; tests/gpu/test_train_graphs.py). Only this thread's work belongs in the graph.
-    Torch releases whose ``make_graphed_callables`` take the mode get it as an argument; older ones
-    (2.11-2.13) see ``torch.cuda.graph`` swapped for the length of the call, undone on exit.
-    """
-    if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
-        yield {"capture_error_mode": "thread_local"}
-        return
-    original = torch.cuda.graph
-    torch.cuda.graph = _ThreadLocalCapture
-    try:
-        yield {}
-    finally:
-        torch.cuda.graph = original
+# "global", CUDA's default, lets a CUDA call from any other thread invalidate the capture, and the
+# DataLoader's pin-memory thread makes such calls: every capture entry empties the pinned host cache,
+# so the next batch pins with a fresh cudaHostAlloc, which can fall inside a capture. A capture beside
+# a thread that pins memory failed in "global" mode and passed in "thread_local" mode (H200,
+# 2026-12-04; tests/gpu/test_train_graphs.py, scripts/capture_modes_check.py).
+CAPTURE_ERROR_MODE = "thread_local"
+WARMUP_PASSES = 3  # as make_graphed_callables: the same random-number draws as its captures made
 
 
 @contextlib.contextmanager
@@ -97,6 +76,73 @@ def _require_cuda(model: nn.Module) -> None:
         raise ValueError("GraphedTrainForward needs a model on a CUDA device")
 
 
+class EncoderGraph:
+    """One input shape's training forward and backward of ``encoder``, captured once and replayed.
+
+    ``graph(images)`` is ``encoder(images)`` for autograd: the forward replays the captured forward, and
+    the backward replays the captured backward and hands each parameter its gradient. The output and the
+    gradients live in static buffers that the next replay overwrites, as with make_graphed_callables.
+
+    The captured output is kept without its autograd graph. That graph would hold the parameters'
+    gradient accumulators, made on a side stream (warm-up or capture), alive for good: every later backward
+    would then pass each parameter's gradient from the training stream to that side stream, an event
+    record and wait per parameter (torch warns "The AccumulateGrad node's stream does not match").
+    Without it the accumulators are made afresh on the training stream at the first replay.
+    """
+
+    def __init__(self, encoder: nn.Module, images: torch.Tensor, pool=None):
+        if encoder._forward_hooks or encoder._forward_pre_hooks or encoder._backward_hooks:
+            raise ValueError("EncoderGraph: the encoder has hooks of its own, which a replay would not run")
+        self.params = tuple(p for p in encoder.parameters() if p.requires_grad)
+        self.static_input = images.detach().clone()
+        # Warm-up on a side stream: lazy initialisation, cuDNN and cuBLAS plans stay out of the capture.
+        torch.cuda.synchronize()
+        with torch.cuda.stream(torch.cuda.Stream()):
+            for _ in range(WARMUP_PASSES):
+                output = encoder(self.static_input)
+                if not torch.is_tensor(output):
+                    raise TypeError(f"EncoderGraph: the encoder must return one tensor, got {type(output).__name__}")
+                torch.autograd.grad(output, self.params, torch.zeros_like(output), allow_unused=True)
+            del output
+        torch.cuda.synchronize()
+        self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE):
+            output = encoder(self.static_input)
+        self.static_grad_output = torch.zeros_like(output)
+        with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE):
+            self.static_grads = torch.autograd.grad(output, self.params, self.static_grad_output, allow_unused=True)
+        self.static_output = output.detach()  # the buffer, without the captured autograd graph
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return _ReplayEncoder.apply(self, images, *self.params)
+
+    def replay_forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.data_ptr() != self.static_input.data_ptr():
+            self.static_input.copy_(images)
+        self.forward_graph.replay()
+        return self.static_output.detach()
+
+    def replay_backward(self, grad_output: torch.Tensor) -> tuple:
+        if grad_output.data_ptr() != self.static_grad_output.data_ptr():
+            self.static_grad_output.copy_(grad_output)
+        self.backward_graph.replay()
+        return tuple(None if g is None else g.detach() for g in self.static_grads)
+
+
+class _ReplayEncoder(torch.autograd.Function):
+    """Autograd's view of a replayed encoder: inputs (the images, then every parameter), one output."""
+
+    @staticmethod
+    def forward(ctx, graph: EncoderGraph, images: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        ctx.graph = graph
+        return graph.replay_forward(images)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        return (None, None, *ctx.graph.replay_backward(grad_output))
+
+
 class GraphedTrainForward:
     """``model(images, batch)`` for training, with ``model.encoder`` replayed from CUDA graphs.
 
@@ -136,16 +182,13 @@ class GraphedTrainForward:
                      f"({len(self.graphs)} shape(s); {torch.cuda.memory_reserved() / 2**30:.1f} GiB reserved on the GPU)")
         return graphed(images)
 
-    def _capture(self, images: torch.Tensor):
+    def _capture(self, images: torch.Tensor) -> "EncoderGraph":
         encoder = self.model.encoder
         # The warm-up and capture passes run the encoder in train mode: keep their BatchNorm statistics
         # (and counters) out of the model, so training sees exactly one update per step, as eagerly.
         saved = [b.detach().clone() for b in encoder.buffers()]
-        static_input = images.detach().clone()
-        with thread_local_capture() as mode, gc_paused():
-            torch.cuda.make_graphed_callables(encoder, (static_input,), allow_unused_input=True, pool=self.pool, **mode)
-        graphed = encoder.forward  # make_graphed_callables installs the graphed forward on the module ...
-        del encoder.forward        # ... which stays a plain module (eval, export, EMA copies)
+        with gc_paused():
+            graphed = EncoderGraph(encoder, images, self.pool)
         with torch.no_grad():
             for buffer, value in zip(encoder.buffers(), saved):
                 buffer.copy_(value)

@@ -2,7 +2,10 @@
 losses, gradients, weights and BatchNorm statistics, for several input shapes, fp32 and bf16."""
 import copy
 import gc
+import os
 import random
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -246,3 +249,36 @@ def test_inference_capture_does_not_run_a_cudnn_search(monkeypatch):
     with torch.inference_mode():
         expected = model(images)
     torch.testing.assert_close(runner(images), expected, rtol=1e-3, atol=1e-3)  # TF32 convolutions either way
+
+
+GRAPHED_STEPS_SCRIPT = r"""
+import warnings
+import torch
+from openrec.engine.train_graphs import GraphedTrainForward
+from openrec.modeling import build_model
+from openrec.text import build_charset
+from tests.helpers import tiny_arch
+
+model = build_model(tiny_arch("RCTC", drop_path_rate=0.0), build_charset(None, False, 25)).cuda().train()
+forward = GraphedTrainForward(model)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    for width in (64, 96, 64, 96):
+        forward(torch.randn(4, 3, 32, width, device="cuda"))["ctc_logits"].float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+print("captured", len(forward.graphs))
+print("stream warnings", sum("AccumulateGrad node's stream" in str(w.message) for w in seen))
+"""
+
+
+def test_graphed_steps_accumulate_gradients_on_the_training_stream():
+    # torch warns once per process when a gradient reaches its parameter's accumulator from another stream
+    # (an event record and wait per parameter and step): a fresh process. With make_graphed_callables'
+    # captured outputs kept alive, the accumulators stayed on its side stream and every graphed run warned.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", GRAPHED_STEPS_SCRIPT], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "captured 2" in result.stdout and "stream warnings 0" in result.stdout, result.stdout + result.stderr[-2000:]
