@@ -125,6 +125,37 @@ def test_encoder_graph_captures_in_thread_local_mode_and_keeps_no_autograd_graph
     assert handed and all(got is not None and torch.equal(got, want) for got, want in handed)
 
 
+def test_encoder_graph_captures_against_aliases_of_the_parameters(monkeypatch):
+    # The real parameters' gradient accumulators belong to the training stream (an earlier step made
+    # them, and its loss may still hold them): a capture that reached them would make the training
+    # stream wait on the capture stream, which invalidates the capture on a GPU. Warm-up and capture
+    # differentiate with respect to fresh leaves over the same storage instead, one set per stream.
+    FakeCuda(monkeypatch)
+    torch.manual_seed(0)
+    encoder = build_model(tiny_arch("RCTC", drop_path_rate=0.0)).encoder.train()
+    images = torch.randn(2, 3, 32, 64)
+    earlier_loss = encoder(images).square().mean()  # an earlier eager step's graph, still referenced
+    differentiated = []
+    original_grad = torch.autograd.grad
+
+    def recording_grad(outputs, inputs, *args, **kwargs):
+        differentiated.append(tuple(inputs))
+        return original_grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    graph = EncoderGraph(encoder, images)
+    assert len(differentiated) == train_graphs.WARMUP_PASSES + 1
+    real = {id(p) for p in graph.params}
+    warmup, captured = differentiated[0], differentiated[-1]
+    for leaves in (warmup, captured):
+        assert len(leaves) == len(graph.params) and not real & {id(t) for t in leaves}
+        assert all(t.is_leaf and t.requires_grad and t.data_ptr() == p.data_ptr() for t, p in zip(leaves, graph.params))
+    assert all(a is not b for a, b in zip(warmup, captured))  # a fresh set for the capture stream
+    assert all(p.grad is None for p in graph.params)
+    earlier_loss.backward()  # the earlier step still completes into the real parameters
+    assert all(p.grad is not None for p in graph.params if p.requires_grad and p.grad_fn is None)
+
+
 def test_encoder_graph_refuses_hooks_and_outputs_that_are_not_one_tensor(monkeypatch):
     FakeCuda(monkeypatch)
     encoder = build_model(tiny_arch("RCTC")).encoder.train()

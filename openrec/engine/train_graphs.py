@@ -83,34 +83,47 @@ class EncoderGraph:
     the backward replays the captured backward and hands each parameter its gradient. The output and the
     gradients live in static buffers that the next replay overwrites, as with make_graphed_callables.
 
-    The captured output is kept without its autograd graph. That graph would hold the parameters'
-    gradient accumulators, made on a side stream (warm-up or capture), alive for good: every later backward
-    would then pass each parameter's gradient from the training stream to that side stream, an event
-    record and wait per parameter (torch warns "The AccumulateGrad node's stream does not match").
-    Without it the accumulators are made afresh on the training stream at the first replay.
+    Warm-up and capture run the encoder on detached aliases of its parameters (same storage, fresh
+    autograd leaves, ``torch.func.functional_call``), one set per stream. A parameter's gradient
+    accumulator remembers the stream it was made on, and the real parameters' accumulators belong to
+    the training stream: made there by an earlier eager step or replay, they stay alive while that
+    step's loss does. A capture that reached them would make the training stream wait on the capture
+    stream, which invalidates the capture ("operation would make the legacy stream depend on a
+    capturing blocking stream"; H100, 2026-12-07, a second shape captured while the first shape's
+    loss was still referenced). With aliases, the captured backward writes into its own gradient
+    buffers, and the replayed encoder's backward hands them to the real parameters on the training
+    stream. The captured output is kept without its autograd graph, which holds only the aliases.
     """
 
     def __init__(self, encoder: nn.Module, images: torch.Tensor, pool=None):
         if encoder._forward_hooks or encoder._forward_pre_hooks or encoder._backward_hooks:
             raise ValueError("EncoderGraph: the encoder has hooks of its own, which a replay would not run")
-        self.params = tuple(p for p in encoder.parameters() if p.requires_grad)
+        named = [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
+        self.params = tuple(p for _, p in named)
         self.static_input = images.detach().clone()
+
+        def aliases() -> dict:  # fresh leaves over the parameters' storage: optimizer steps show in replays
+            return {name: p.detach().requires_grad_() for name, p in named}
+
         # Warm-up on a side stream: lazy initialisation, cuDNN and cuBLAS plans stay out of the capture.
         torch.cuda.synchronize()
         with torch.cuda.stream(torch.cuda.Stream()):
+            warmup = aliases()
             for _ in range(WARMUP_PASSES):
-                output = encoder(self.static_input)
+                output = torch.func.functional_call(encoder, warmup, (self.static_input,))
                 if not torch.is_tensor(output):
                     raise TypeError(f"EncoderGraph: the encoder must return one tensor, got {type(output).__name__}")
-                torch.autograd.grad(output, self.params, torch.zeros_like(output), allow_unused=True)
-            del output
+                torch.autograd.grad(output, tuple(warmup.values()), torch.zeros_like(output), allow_unused=True)
+            del output, warmup
         torch.cuda.synchronize()
+        captured = aliases()
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE):
-            output = encoder(self.static_input)
+            output = torch.func.functional_call(encoder, captured, (self.static_input,))
         self.static_grad_output = torch.zeros_like(output)
         with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE):
-            self.static_grads = torch.autograd.grad(output, self.params, self.static_grad_output, allow_unused=True)
+            self.static_grads = torch.autograd.grad(output, tuple(captured.values()), self.static_grad_output,
+                                                    allow_unused=True)
         self.static_output = output.detach()  # the buffer, without the captured autograd graph
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

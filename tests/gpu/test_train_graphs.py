@@ -264,7 +264,9 @@ forward = GraphedTrainForward(model)
 with warnings.catch_warnings(record=True) as seen:
     warnings.simplefilter("always")
     for width in (64, 96, 64, 96):
-        forward(torch.randn(4, 3, 32, width, device="cuda"))["ctc_logits"].float().square().mean().backward()
+        # the previous step's loss is still referenced while the next shape is captured, as in a plain loop
+        loss = forward(torch.randn(4, 3, 32, width, device="cuda"))["ctc_logits"].float().square().mean()
+        loss.backward()
         model.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
 print("captured", len(forward.graphs))
