@@ -75,6 +75,23 @@ def test_shapes_beyond_the_limit_eval_mode_and_no_grad_run_eagerly(fake):
     assert len(fake.captured) == 1 and len(fake.replayed) == 2
 
 
+def test_capture_after_leaves_shapes_seen_once_eager(fake):
+    # The trainer's setting (2): one-off shapes (the partial batch at each bucket's epoch end) never use
+    # a capture or one of the max_shapes places; recurring ones are captured at their second call.
+    model, reference = model_pair()
+    forward = GraphedTrainForward(model, max_shapes=2, capture_after=2)
+    widths = [64, 96, 64, 128, 64, 96, 160, 192, 160]
+    for width in widths:
+        x = torch.randn(2, 3, 32, width)
+        torch.testing.assert_close(forward(x)["ctc_logits"], reference(x)["ctc_logits"])
+    assert fake.captured == [(2, 3, 32, 64), (2, 3, 32, 96)]  # 160's second call finds the places taken
+    assert fake.replayed == [(2, 3, 32, 64), (2, 3, 32, 64), (2, 3, 32, 96)]
+    assert set(forward.sightings) == {((2, 3, 32, 128), torch.float32, None)}
+    assert forward.eager_shapes == {((2, 3, 32, w), torch.float32, None) for w in (160, 192)}
+    with pytest.raises(ValueError, match="capture_after"):
+        GraphedTrainForward(model, capture_after=0)
+
+
 def test_a_model_without_encoder_and_decoder_is_refused():
     with pytest.raises(TypeError, match="encoder"):
         GraphedTrainForward(torch.nn.Linear(2, 2))

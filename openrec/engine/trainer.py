@@ -124,7 +124,8 @@ class Trainer:
                 raise ConfigError("Global.cuda_graphs and Global.compile exclude each other; pick one")
             if self.dist.enabled:
                 raise ConfigError("Global.cuda_graphs is not supported with several processes (DDP)")
-            self.forward = GraphedTrainForward(self.raw_model, log=self.logger.info)
+            # capture_after=2: the partial batch that ends each bucket's epoch, a new shape every epoch, stays eager
+            self.forward = GraphedTrainForward(self.raw_model, capture_after=2, log=self.logger.info)
 
     # ------------------------------------------------------------------------------------------------
     def _check_output_dir(self, path: str) -> None:
