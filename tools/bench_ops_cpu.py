@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from openrec.engine.describe import describe_cpu  # noqa: E402
+from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.ops import cpu_kernels_status, das_sample_torch  # noqa: E402
 from openrec.ops.kernels import has_cpu_kernel  # noqa: E402
 from openrec.ops.selective_scan import selective_scan_channels_last_torch  # noqa: E402
@@ -92,12 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", default=None, help="write all rows here")
     args = parser.parse_args(argv)
+    malloc_tuned = tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     needed = {"das": "openrec::das_sample", "scan": "openrec::selective_scan", "dwconv": "openrec::dwconv3x3"}
     missing = [op for op in args.ops if not has_cpu_kernel(needed[op])]
     if missing:
         print(f"bench_ops_cpu: no C++ CPU kernel for {', '.join(missing)}: {cpu_kernels_status()}")
         return 2
-    device = f"{describe_cpu()} ({torch.get_num_threads()} threads)"
+    device = f"{describe_cpu()} ({torch.get_num_threads()} threads, malloc tuned: {'yes' if malloc_tuned else 'no'})"
     print(f"{device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"{'op':7s} {'shape (B, C, HxW)':18s} {'epilogue':13s} {'kernel ms':>10s} {'PyTorch ms':>11s} {'speed-up':>9s}")
     rows = []

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from openrec.config import apply_overrides, load_config  # noqa: E402
 from openrec.engine.describe import describe_cpu, sample_label_batch  # noqa: E402
+from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.infer import CudaGraphForward  # noqa: E402
 from openrec.engine.train_graphs import GraphedTrainForward  # noqa: E402
 from openrec.losses import build_loss  # noqa: E402
@@ -238,6 +239,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-detail", action="store_true",
                         help="with --profile: full kernel names, 60 rows, eager ops grouped by input shape")
     args = parser.parse_args(argv)
+    malloc_tuned = tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     profiles = None if args.profile is None else [parse_profile(spec, device) for spec in args.profile or
                                                   ["train:128:128:bf16"]]
@@ -260,7 +262,7 @@ def main(argv=None) -> int:
         del subject
     if profiles is not None:
         return 0
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{describe_cpu()} ({torch.get_num_threads()} threads)"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{describe_cpu()} ({torch.get_num_threads()} threads, malloc tuned: {'yes' if malloc_tuned else 'no'})"
     print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"{'row':34s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
     table = []

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.describe import sample_label_batch  # noqa: E402
+from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.text import charset_from_config  # noqa: E402
 from openrec.losses import build_loss  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--amp", choices=["bf16", "fp16", "none"], default="bf16")
     p.add_argument("--trainer", action="store_true", help="time Trainer.train_step (see above)")
     args = p.parse_args(argv)
+    tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     cfg = load_config_from_args(args)
     if args.trainer:
         return bench_trainer_step(cfg, args)

@@ -21,6 +21,7 @@ from openrec.config import ConfigError  # noqa: E402
 from openrec.cli import add_model_arg, config_parser, model_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from openrec.engine.evaluate import format_table  # noqa: E402
+from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.trainer import Trainer  # noqa: E402
 from openrec.metrics import edge_error_counts  # noqa: E402
 
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the table as JSON here")
     p.add_argument("--errors", default=None, help="write the misread samples here (TSV: set, label, prediction)")
     args = p.parse_args(argv)
+    tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     try:
         config, ckpt_path = model_config_from_args(args)
         if not args.config and not args.sets:

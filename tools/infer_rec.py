@@ -18,6 +18,7 @@ import torch  # noqa: E402
 from openrec.config import ConfigError  # noqa: E402
 from openrec.cli import add_model_arg, config_parser, model_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError  # noqa: E402
+from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.infer import TextRecognizer, expand_inputs  # noqa: E402
 
 
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
                    help="replay the forward from a CUDA graph per input shape (low batch-1 latency; needs --device cuda)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype on CUDA")
     args = p.parse_args(argv)
+    tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     try:
         config, checkpoint = model_config_from_args(args)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)

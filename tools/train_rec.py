@@ -11,12 +11,14 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from openrec.config import ConfigError  # noqa: E402
 from openrec.cli import config_parser, load_config_from_args  # noqa: E402
 from openrec.engine.checkpoint import CheckpointError  # noqa: E402
+from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.trainer import Trainer, TrainingStopped  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = config_parser(__doc__)
     args = p.parse_args(argv)
+    tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     try:
         trainer = Trainer(load_config_from_args(args), mode="train")
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
