@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from openrec.config import load_config  # noqa: E402
-from openrec.engine.describe import describe_cpu  # noqa: E402
+from openrec.engine.describe import describe_cpu, describe_cpu_run  # noqa: E402
 from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
 from openrec.text import charset_from_config  # noqa: E402
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     arms += [(name, model, None) for name, model in models[1:]]
     before = os.environ.get(args.env)
     results = []
-    print(f"{describe_cpu()} ({torch.get_num_threads()} threads, malloc tuned: {'yes' if malloc_tuned else 'no'}), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(f"{describe_cpu_run(malloc_tuned)}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     try:
         with torch.inference_mode():
             for batch in args.batches:
@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"device": describe_cpu(), "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned, "torch": torch.__version__,
+            json.dump({"device": describe_cpu(), "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned,
+                       "torch": torch.__version__,
                        "date": time.strftime("%Y-%m-%d"), "env": args.env, "values": args.values,
                        "configs": args.configs, "rows": results}, fh, indent=1)
     return 0

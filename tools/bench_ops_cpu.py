@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from openrec.engine.describe import describe_cpu  # noqa: E402
+from openrec.engine.describe import describe_cpu_run  # noqa: E402
 from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.ops import cpu_kernels_status, das_sample_torch  # noqa: E402
 from openrec.ops.kernels import has_cpu_kernel  # noqa: E402
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"bench_ops_cpu: no C++ CPU kernel for {', '.join(missing)}: {cpu_kernels_status()}")
         return 2
-    device = f"{describe_cpu()} ({torch.get_num_threads()} threads, malloc tuned: {'yes' if malloc_tuned else 'no'})"
+    device = describe_cpu_run(malloc_tuned)
     print(f"{device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"{'op':7s} {'shape (B, C, HxW)':18s} {'epilogue':13s} {'kernel ms':>10s} {'PyTorch ms':>11s} {'speed-up':>9s}")
     rows = []

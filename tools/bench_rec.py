@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import torch  # noqa: E402
 
 from openrec.config import apply_overrides, load_config  # noqa: E402
-from openrec.engine.describe import describe_cpu, sample_label_batch  # noqa: E402
+from openrec.engine.describe import describe_cpu_run, sample_label_batch  # noqa: E402
 from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.infer import CudaGraphForward  # noqa: E402
 from openrec.engine.train_graphs import GraphedTrainForward  # noqa: E402
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         del subject
     if profiles is not None:
         return 0
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{describe_cpu()} ({torch.get_num_threads()} threads, malloc tuned: {'yes' if malloc_tuned else 'no'})"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else describe_cpu_run(malloc_tuned)
     print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"{'row':34s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
     table = []

@@ -40,6 +40,11 @@ def describe_cpu() -> str:
     return f"{model}, {isa}" if isa else model
 
 
+def describe_cpu_run(malloc_tuned: bool) -> str:
+    """The CPU line benchmarks print: model, ISA, threads and whether tune_malloc took."""
+    return f"{describe_cpu()} ({torch.get_num_threads()} threads, malloc tuned: {'yes' if malloc_tuned else 'no'})"
+
+
 def sample_label_batch(label_encoder, batch_size: int) -> dict:
     """Encoded labels of ``batch_size`` words drawn from SAMPLE_WORDS, the same every call (benchmarks)."""
     words = [random.Random(i).choice(SAMPLE_WORDS) for i in range(batch_size)]

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .kernels import has_cpu_kernel, kernel_routing, routing_mode
+from .selective_scan import export_formulation
 
 __all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x3_kernel_applies",
            "dwconv3x3_cpu_kernel_applies", "EPILOGUES", "DWCONV_EAGER_MIN_PIXELS"]
@@ -164,7 +165,6 @@ def dwconv3x3_cpu_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: to
     """Whether :func:`dwconv3x3` runs this call on the C++ CPU kernel (``csrc/cpu/dwconv_cpu.cpp``):
     inference calls (no gradient wanted) in fp32/float64 outside autocast, export and ``torch.compile``.
     Training keeps F.conv2d and its autograd (the op's backward has no CPU kernel)."""
-    from .selective_scan import export_formulation
     if not (x.device.type == "cpu" and x.dim() == 4 and bias is not None and x.dtype in (torch.float32, torch.float64)
             and weight.dtype == bias.dtype == x.dtype and tuple(weight.shape) == (x.shape[1], 1, 3, 3)):
         return False
