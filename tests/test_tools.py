@@ -155,3 +155,15 @@ def test_ab_env_inference_interleaves_the_arms_and_restores_the_switch(tmp_path,
     assert rows[0]["ratio_to_first"] == 1.0 and all(r["rounds"] == 2 for r in rows)
     assert seen[:3] == ["auto", "torch", "torch"] and seen[3:6] == ["auto", "torch", "torch"]  # the twin runs as left
     assert os.environ["OPENREC_DWCONV"] == "kernel"
+
+
+def test_ab_env_inference_without_a_switch_times_the_configs_side_by_side(tmp_path):
+    ab = _load_script("scripts", "ab_env_inference.py")
+    out = tmp_path / "ab.json"
+    configs = ["configs/rec/svtrv2/svtrv2_mamba_tiny_gtc_rctc.yml", "configs/rec/svtrv2/svtrv2_tiny_gtc_rctc.yml"]
+    assert ab.main(["--configs", *configs, "--batches", "1", "--seconds", "0", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["arm"] for r in rows] == ["svtrv2_mamba_tiny_gtc_rctc", "svtrv2_tiny_gtc_rctc"]
+    assert all(r["faults_per_forward"] >= 0 and r["rounds"] == 2 for r in rows)
+    with pytest.raises(SystemExit):  # a switch without its values (or values without a switch) is an error
+        ab.main(["--env", "OPENREC_DWCONV", "--configs", *configs])
