@@ -135,13 +135,37 @@ def test_pointwise_matches_the_convolution_in_both_layouts():
     x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
     ref = conv(x)
     torch.testing.assert_close(pointwise(conv, x), ref)  # NCHW: the convolution itself
-    torch.testing.assert_close(pointwise(conv, x.to(memory_format=torch.channels_last)), ref)  # fp32/64: conv
+    torch.testing.assert_close(pointwise(conv, x.to(memory_format=torch.channels_last)), ref)  # CPU, 30 rows: GEMM
     conv16 = torch.nn.Conv2d(8, 12, 1).to(torch.bfloat16)
     conv16.load_state_dict({k: v.to(torch.bfloat16) for k, v in conv.state_dict().items()})
     x16 = x.to(torch.bfloat16).to(memory_format=torch.channels_last)
     out = pointwise(conv16, x16)  # 16-bit NHWC storage: the GEMM path
     assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out.double(), conv16.double()(x16.double()), rtol=2e-2, atol=2e-2)
+
+
+def test_pointwise_on_cpu_takes_the_gemm_only_for_small_channels_last_maps(monkeypatch):
+    from openrec.modeling.encoders import dassm
+    from openrec.ops import export_formulation
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 24, 1)
+    calls = []
+    monkeypatch.setattr(conv, "forward", lambda x: calls.append(tuple(x.shape)) or conv._conv_forward(x, conv.weight, conv.bias))
+    small = torch.randn(2, 16, 8, 32).to(memory_format=torch.channels_last)  # 512 rows: the GEMM
+    out = dassm.pointwise(conv, small)
+    assert calls == [] and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(small, conv.weight, conv.bias), rtol=1e-5, atol=1e-5)
+    dassm.pointwise(conv, torch.randn(3, 16, 8, 32).to(memory_format=torch.channels_last))  # 768 rows: convolution
+    dassm.pointwise(conv, torch.randn(1, 16, 8, 32))  # NCHW: convolution
+    with export_formulation():  # exporting: no size test on a dynamic batch
+        dassm.pointwise(conv, small)
+    assert calls == [(3, 16, 8, 32), (1, 16, 8, 32), (2, 16, 8, 32)]
+    monkeypatch.setenv("OPENREC_POINTWISE_CPU_GEMM_ROWS", "0")  # the switch: never the GEMM
+    dassm.pointwise(conv, small)
+    assert calls[-1] == (2, 16, 8, 32)
+    monkeypatch.setenv("OPENREC_POINTWISE_CPU_GEMM_ROWS", "many")
+    with pytest.raises(ValueError, match="OPENREC_POINTWISE_CPU_GEMM_ROWS"):
+        dassm.pointwise(conv, small)
 
 
 def test_layer_norm_is_nn_layer_norm_on_cpu():

@@ -7,27 +7,54 @@ import is a short rename table.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...ops import das_sample, dwconv3x3, linear, selective_scan
+from ...ops import das_sample, dwconv3x3, export_formulation, linear, selective_scan
 from ..common import DropPath, LayerNorm, LayerNorm2d
 
 __all__ = ["pointwise", "depthwise3x3", "ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
 
 
+# On CPU, oneDNN's 1x1 convolution loses to a plain GEMM on small maps (batch 1-2 of a 32x128 image:
+# -6% / -9% of tiny Mamba's forward) and draws level from about 1024 rows (perf note 57). The
+# crossover depends on the CPU: OPENREC_POINTWISE_CPU_GEMM_ROWS overrides it (0: always the convolution).
+CPU_GEMM_MAX_ROWS = 512
+
+
+def cpu_gemm_max_rows() -> int:
+    value = os.environ.get("OPENREC_POINTWISE_CPU_GEMM_ROWS")
+    if value is None:
+        return CPU_GEMM_MAX_ROWS
+    if not value.isdigit():
+        raise ValueError(f"OPENREC_POINTWISE_CPU_GEMM_ROWS must be a whole number of rows (0: never), got {value!r}")
+    return int(value)
+
+
+def _nhwc_view_ok(x: torch.Tensor) -> bool:
+    """x is a channels-last (B, C, H, W) map, so its NHWC view is contiguous."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution. In 16-bit (autocast) on a channels-last map it runs as one GEMM over the
-    NHWC view with the bias fused into the GEMM: cuDNN's channels-last 1x1 convolution adds the bias
-    in a separate, slow broadcast kernel. fp32 keeps the convolution, which may use TF32 (an fp32
-    GEMM does not by default). Same parameters, same result up to rounding. With a bias, its gradient
-    runs on the column-sum kernel where ``openrec.ops.linear`` takes it."""
+    """A 1x1 convolution, as one GEMM over the NHWC view of a channels-last map where that is faster
+    (same parameters, same result up to rounding):
+    - in 16-bit (autocast) on any device: cuDNN's channels-last 1x1 convolution adds the bias in a
+      separate, slow broadcast kernel, while the GEMM fuses it; with a bias, its gradient runs on the
+      column-sum kernel where ``openrec.ops.linear`` takes it. fp32 on CUDA keeps the convolution,
+      which may use TF32 (an fp32 GEMM does not by default);
+    - on CPU for maps of at most cpu_gemm_max_rows() pixels in all (batch x H x W)."""
     low_precision = x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type)
-    if low_precision and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        y = linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
-        return y.permute(0, 3, 1, 2)
+    if low_precision and _nhwc_view_ok(x):
+        return linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    # Not while exporting or compiling: a size test on a dynamic batch would pin the batch.
+    if (not low_precision and x.device.type == "cpu" and not export_formulation.active
+            and not torch.compiler.is_compiling() and _nhwc_view_ok(x)
+            and x.shape[0] * x.shape[2] * x.shape[3] <= cpu_gemm_max_rows()):
+        return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
     return conv(x)
 
 
