@@ -86,21 +86,33 @@ os.environ["OPENREC_CPU_KERNELS"] = "0"  # the ops' schemas without the installe
 import torch
 import openrec.ops
 from openrec.ops.dwconv import dwconv3x3_torch
+from openrec.ops.selective_scan import selective_scan_channels_last_torch
 torch.ops.load_library(sys.argv[1])
-for shape in [(1, 4, 1, 1), (2, 24, 1, 7), (1, 37, 5, 3), (2, 64, 3, 5), (1, 256, 4, 32)]:
-    for mode in range(4):
-        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
-            gen = torch.Generator().manual_seed(sum(shape) + mode)
-            x, w, b = (torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in (shape, (shape[1], 1, 3, 3), shape[1:2]))
-            torch.testing.assert_close(torch.ops.openrec.dwconv3x3(x, w, b, mode), dwconv3x3_torch(x, w, b, mode), rtol=tol, atol=tol)
+if sys.argv[2] == "dwconv_cpu":
+    for shape in [(1, 4, 1, 1), (2, 24, 1, 7), (1, 37, 5, 3), (2, 64, 3, 5), (1, 256, 4, 32)]:
+        for mode in range(4):
+            for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+                gen = torch.Generator().manual_seed(sum(shape) + mode)
+                x, w, b = (torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in (shape, (shape[1], 1, 3, 3), shape[1:2]))
+                torch.testing.assert_close(torch.ops.openrec.dwconv3x3(x, w, b, mode), dwconv3x3_torch(x, w, b, mode), rtol=tol, atol=tol)
+else:  # ops_cpu: the scan's fp32 one-pass forward (scan_fused_cpu.h)
+    for b, length, d in [(1, 1, 1), (2, 37, 33), (1, 256, 128)]:
+        gen = torch.Generator().manual_seed(b + length + d)
+        u, delta, B, C = (torch.randn(s, generator=gen) for s in ((b, length, d), (b, length, d), (b, length), (b, length)))
+        A, D, bias = -torch.rand(d, generator=gen) - 0.1, torch.randn(d, generator=gen), torch.randn(d, generator=gen)
+        got = torch.ops.openrec.selective_scan(u, delta * 10, A, B, C, D, bias, True)
+        for g, r in zip(got, selective_scan_channels_last_torch(u, delta * 10, A, B, C, D, bias)):
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 print("ok")
 '''
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or not os.path.exists("/proc/cpuinfo"), reason="no g++ or not Linux")
-def test_each_isa_version_of_the_cpu_dwconv_kernel_matches_the_formulation(tmp_path):
+@pytest.mark.parametrize("source", ["dwconv_cpu", "ops_cpu"])
+def test_each_isa_version_of_the_cpu_kernels_matches_the_formulation(tmp_path, source):
     """The shipped extension runs only the best of its clones (AVX-512, AVX2+FMA, baseline) on a given
-    machine; this builds each one alone that this CPU can run and checks its results."""
+    machine; this builds each one alone that this CPU can run and checks its results (the depthwise
+    convolution; the scan's fp32 forward)."""
     include = Path(torch.__file__).parent / "include"
     targets = {"baseline": ""}
     flags = cpu_flags()
@@ -110,13 +122,13 @@ def test_each_isa_version_of_the_cpu_dwconv_kernel_matches_the_formulation(tmp_p
         targets["avx512"] = '__attribute__((target("avx512f")))'
     (tmp_path / "check.py").write_text(CLONE_CHECK)
     for name, attribute in targets.items():
-        lib = tmp_path / f"dwconv_{name}.so"
+        lib = tmp_path / f"{source}_{name}.so"
         cmd = ["g++", "-std=c++20", "-O2", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared",
-               f"-DOPENREC_CPU_CLONES={attribute}", f"-DTORCH_EXTENSION_NAME=dwconv_{name}", "-I", str(include),
-               "-I", str(include / "torch" / "csrc" / "api" / "include"), str(CSRC / "cpu" / "dwconv_cpu.cpp"),
+               f"-DOPENREC_CPU_CLONES={attribute}", f"-DTORCH_EXTENSION_NAME={source}_{name}", "-I", str(include),
+               "-I", str(include / "torch" / "csrc" / "api" / "include"), str(CSRC / "cpu" / f"{source}.cpp"),
                "-L", str(Path(torch.__file__).parent / "lib"), "-lc10", "-ltorch", "-ltorch_cpu", "-o", str(lib)]
         built = subprocess.run(cmd, capture_output=True, text=True)
         assert built.returncode == 0, built.stderr[-4000:]
-        run = subprocess.run([sys.executable, str(tmp_path / "check.py"), str(lib)], capture_output=True, text=True,
+        run = subprocess.run([sys.executable, str(tmp_path / "check.py"), str(lib), source], capture_output=True, text=True,
                              cwd=CSRC.parent, env={**os.environ, "PYTHONPATH": str(CSRC.parent)})
         assert run.returncode == 0 and run.stdout.strip() == "ok", f"{name}: {run.stderr[-4000:]}"

@@ -35,32 +35,8 @@ using at::Tensor;
 
 enum Epilogue : int64_t { kNone = 0, kResidual = 1, kSilu = 2, kGeluResidual = 3 };
 
-// Always inlined: the helpers handle 64-byte vectors, which an out-of-line copy compiled for the
-// baseline target would take by another calling convention than an AVX-512 clone passes them.
-#if defined(__GNUC__)
-#define OPENREC_INLINE inline __attribute__((always_inline))
-#else
-#define OPENREC_INLINE inline
-#endif
-// The row loops are compiled for AVX-512, AVX2 with FMA (Haswell) and the baseline; the loader picks
-// the best the CPU has (GCC's function multi-versioning), so the extension still runs on any x86-64.
-// A build may define OPENREC_CPU_CLONES itself, e.g. empty to check the baseline code alone.
-#ifndef OPENREC_CPU_CLONES
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define OPENREC_CPU_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define OPENREC_CPU_CLONES
-#endif
-#endif
-
-// 64 bytes of channels (16 floats, 8 doubles) as one vector: the compiler maps it onto the registers
-// the target has (4 SSE, 2 AVX2 or 1 AVX-512), so the channel loop is vectorised explicitly.
-template <typename T> struct Vec;
-template <> struct Vec<float> { typedef float type __attribute__((vector_size(64))); };
-template <> struct Vec<double> { typedef double type __attribute__((vector_size(64))); };
-
-template <typename V, typename T>
-OPENREC_INLINE void load(V& v, const T* p) { std::memcpy(&v, p, sizeof(V)); }
+using openrec_cpu::load;
+using openrec_cpu::Vec;
 
 // Channels [c, c + lanes of V) of one output row, sliding along the row: the nine weights stay in
 // registers and each input vector is loaded once for the three outputs that use it. Each output is

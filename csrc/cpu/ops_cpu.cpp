@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "scan_fused_cpu.h"
 
 namespace {
 
@@ -87,6 +88,34 @@ void scan_forward_rows(const T* decay, const T* drive, const T* u, const T* C, c
   }
 }
 
+// fp32: one pass per 16 channels of a sequence (scan_fused_cpu.h), no ATen temporaries.
+std::tuple<Tensor, Tensor> selective_scan_fused_f32(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                                    const Tensor& B, const Tensor& C, const Tensor& D,
+                                                    const Tensor& delta_bias, bool delta_softplus, const ScanDims& s) {
+  namespace sf = openrec_cpu::scan_fused;
+  const Tensor uc = as_compute(u, at::kFloat), dc = as_compute(delta, at::kFloat), Ac = as_compute(A, at::kFloat),
+               Bc = as_compute(B, at::kFloat), Cc = as_compute(C, at::kFloat), Dc = as_compute(D, at::kFloat),
+               bc = as_compute(delta_bias, at::kFloat);
+  const int64_t n_states = (s.length + kScanChunk - 1) / kScanChunk;
+  Tensor y = at::empty({s.batch, s.length, s.dim}, uc.options());
+  Tensor states = at::empty({s.batch, n_states, s.dim}, uc.options());
+  const int64_t blocks = (s.dim + sf::kLanes - 1) / sf::kLanes;
+  at::parallel_for(0, s.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / blocks, d = (i % blocks) * sf::kLanes;
+      const int64_t seq = b * s.length * s.dim + d;
+      sf::RowArgs args{uc.data_ptr<float>() + seq, dc.data_ptr<float>() + seq, Ac.data_ptr<float>() + d,
+                       Bc.data_ptr<float>() + b * s.length, Cc.data_ptr<float>() + b * s.length,
+                       Dc.data_ptr<float>() + d, bc.data_ptr<float>() + d, y.data_ptr<float>() + seq,
+                       states.data_ptr<float>() + b * n_states * s.dim + d, s.length, s.dim, kScanChunk,
+                       static_cast<int>(std::min<int64_t>(sf::kLanes, s.dim - d)), delta_softplus,
+                       static_cast<float>(kSoftplusThreshold)};
+      sf::scan_forward_lanes(args);
+    }
+  });
+  return {y.to(u.scalar_type()), states};
+}
+
 std::tuple<Tensor, Tensor> selective_scan_cpu(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                               const Tensor& C, const Tensor& D, const Tensor& delta_bias,
                                               bool delta_softplus) {
@@ -94,6 +123,7 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(const Tensor& u, const Tensor& del
   const auto cd = compute_type({&u, &delta, &A, &B, &C, &D, &delta_bias});
   const auto state_type = u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n_states = (s.length + kScanChunk - 1) / kScanChunk;
+  if (cd == at::kFloat) return selective_scan_fused_f32(u, delta, A, B, C, D, delta_bias, delta_softplus, s);
   const Tensor uc = as_compute(u, cd), Cc = as_compute(C, cd), Dc = as_compute(D, cd);
   const ScanTerms terms = scan_terms(uc, delta.to(cd), A.to(cd), B.to(cd), delta_bias.to(cd), delta_softplus);
   Tensor y = at::empty({s.batch, s.length, s.dim}, uc.options());

@@ -108,6 +108,24 @@ def test_scan_forward_matches_pytorch(shape, softplus):
 
 
 @needs_cpu_kernels
+def test_scan_fp32_one_pass_over_wide_ranges_non_finite_values_and_strides():
+    """The fp32 forward evaluates softplus and exp itself (csrc/cpu/scan_fused_cpu.h): z across the
+    softplus threshold, exp underflow and overflow, NaN and inf, channel tails (33 = 16 + 16 + 1) and
+    strided inputs, against the sequential definition in fp32 (the doubling formulation orders
+    non-finite products differently)."""
+    u, delta, A, B, C, D, bias = _scan_inputs(2, 40, 33, seed=21)
+    delta = delta * 25.0  # z from about -100 to 75
+    delta[0, 5, 3], delta[1, 7, 20], u[1, 9, 32], delta[0, 11, 17] = float("nan"), float("inf"), float("-inf"), -float("inf")
+    A = A.clone()
+    A[0] = 3.0  # a growing channel: exp(dt A) overflows to inf once dt is large
+    u_strided = u.transpose(1, 2).contiguous().transpose(1, 2)  # (b, L, d) with stride 1 along L
+    y, _ = torch.ops.openrec.selective_scan(u_strided, delta, A, B, C, D, bias, True)
+    ref = selective_scan_loops(u.transpose(1, 2), delta.transpose(1, 2), A[:, None], B[:, None], C[:, None], D, bias)
+    torch.testing.assert_close(y, ref.transpose(1, 2), rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert y[0, 5:, 3].isnan().all() and y[1, 7:, 20].isinf().any() and y[0, :, 4].isfinite().all()
+
+
+@needs_cpu_kernels
 def test_scan_bf16_inputs():
     args = _scan_inputs(2, 64, 16, seed=4)
     low = [t.bfloat16() if i in (0, 1, 3, 4) else t for i, t in enumerate(args)]
