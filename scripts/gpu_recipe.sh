@@ -75,7 +75,8 @@ snapshot_progress() {  # runs still training at the end of a call: their logs so
   tar -C $WORK -czf "$OUT/progress.tar.gz" $(cd $WORK && ls output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null)
   for R in $WORK/output/recipe/${RUNS:-*}/; do
     R=${R%/}; [ -f $R/latest.pth ] || continue
-    python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/snapshot_$(basename $R)" | tail -1
+    python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/snapshot_$(basename $R)" > "$OUT/snapshot_$(basename $R).log" 2>&1 \
+      && tail -1 "$OUT/snapshot_$(basename $R).log" || { echo "snapshot of $R failed:"; tail -5 "$OUT/snapshot_$(basename $R).log"; }
   done
 }
 

@@ -125,7 +125,9 @@ def test_recipe_call_snapshot_brings_back_logs_and_the_last_save(gtc_run, tmp_pa
     out.mkdir()
     bindir = tmp_path / "bin"  # the script calls python3: make it this interpreter
     bindir.mkdir()
-    os.symlink(sys.executable, bindir / "python3")
+    # A wrapper, not a symlink: a symlinked venv interpreter outside the venv's bin/ loses the venv.
+    (bindir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bindir / "python3").chmod(0o755)
     script = os.path.join(ROOT, "scripts", "gpu_recipe.sh")
     env = dict(os.environ, WORK=str(tmp_path / "work"), OUT=str(out), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=ROOT)
