@@ -80,8 +80,7 @@ OPENREC_INLINE vf vsoftplus(vf z, float threshold) {
 
 // Channels [d, d + 16) of sequence b, all L steps, with the running state in h (16 lanes): loads the
 // 16 values of each row at once, writes y, and saves h at the start of every chunk. `stride` is D.
-// Lanes past the last channel (n_valid < 16) read and write a padded copy, so the same code serves
-// the tail.
+// Lanes past the last channel (n_valid < 16) hold zeros and are not stored.
 struct RowArgs {
   const float *u, *delta, *A, *B, *C, *D, *bias;  // u, delta at (b, 0, d); A, D, bias at d; B, C at (b, 0)
   float *y, *states;                              // y at (b, 0, d); states at (b, 0, d)
@@ -91,34 +90,54 @@ struct RowArgs {
   float threshold;
 };
 
+// Full blocks copy a constant 64 bytes (one vector move); the tail goes lane by lane. A memcpy of
+// a run-time size here became a library call per row, with the vector registers spilled around it
+// (a few percent of the loop at one thread; perf note 58).
+template <bool kFull>
 OPENREC_INLINE void load_lanes(vf& v, const float* p, int n) {
-  if (n == kLanes) {
+  if constexpr (kFull) {
     std::memcpy(&v, p, sizeof(vf));
   } else {
     v = vf{};
-    std::memcpy(&v, p, sizeof(float) * n);
+    for (int i = 0; i < n; ++i) v[i] = p[i];
   }
 }
 
-OPENREC_INLINE void store_lanes(float* p, const vf& v, int n) { std::memcpy(p, &v, sizeof(float) * n); }
+template <bool kFull>
+OPENREC_INLINE void store_lanes(float* p, const vf& v, int n) {
+  if constexpr (kFull) {
+    std::memcpy(p, &v, sizeof(vf));
+  } else {
+    for (int i = 0; i < n; ++i) p[i] = v[i];
+  }
+}
 
-OPENREC_CPU_CLONES void scan_forward_lanes(const RowArgs& a) {
+template <bool kFull>
+OPENREC_INLINE void scan_lanes(const RowArgs& a) {
   vf A, Dskip, bias, h = {};
-  load_lanes(A, a.A, a.n_valid);
-  load_lanes(Dskip, a.D, a.n_valid);
-  load_lanes(bias, a.bias, a.n_valid);
+  load_lanes<kFull>(A, a.A, a.n_valid);
+  load_lanes<kFull>(Dskip, a.D, a.n_valid);
+  load_lanes<kFull>(bias, a.bias, a.n_valid);
   for (int64_t t = 0; t < a.length; ++t) {
     const int64_t row = t * a.stride;
-    if (t % a.chunk == 0) store_lanes(a.states + (t / a.chunk) * a.stride, h, a.n_valid);
+    if (t % a.chunk == 0) store_lanes<kFull>(a.states + (t / a.chunk) * a.stride, h, a.n_valid);
     vf u, z;
-    load_lanes(u, a.u + row, a.n_valid);
-    load_lanes(z, a.delta + row, a.n_valid);
+    load_lanes<kFull>(u, a.u + row, a.n_valid);
+    load_lanes<kFull>(z, a.delta + row, a.n_valid);
     z = z + bias;
     const vf dt = a.softplus ? vsoftplus(z, a.threshold) : z;
     const vf decay = vexp(dt * A);
     const vf drive = dt * a.B[t] * u;  // (dt * B) * u, as the formulation
     h = decay * h + drive;
-    store_lanes(a.y + row, h * a.C[t] + Dskip * u, a.n_valid);
+    store_lanes<kFull>(a.y + row, h * a.C[t] + Dskip * u, a.n_valid);
+  }
+}
+
+OPENREC_CPU_CLONES void scan_forward_lanes(const RowArgs& a) {
+  if (a.n_valid == kLanes) {
+    scan_lanes<true>(a);
+  } else {
+    scan_lanes<false>(a);
   }
 }
 
