@@ -3,6 +3,8 @@
 #   bash scripts/gpu_kernels_check.sh            # build + tests/gpu + tests/ops + tools/bench_ops.py
 #   SKIP_BUILD=1 bash scripts/gpu_kernels_check.sh   # reuse the build of a warm machine
 #   PARTS="tests ops rec" ...   # choose: kernel tests, tools/bench_ops.py, tools/bench_rec.py (SIZES="tiny base" pairs)
+#   PARTS=mix ...   # the recipe's train step (GTC head, bf16, graphed) at each of its batch shapes, Mamba-T vs
+#                   # the twin, weighted by docs/bench/recipe_shape_mix.json (scripts/recipe_shape_mix.py)
 # Expects .whl/ from scripts/prepare_gpu_carry.sh (carry it). Results go to $OUT.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -45,4 +47,11 @@ if [[ $PARTS == *rec* ]]; then
       --json "$OUT/bench_rec_$size.json" ${REC_ARGS:-} > "$OUT/bench_rec_$size.txt" 2>&1 || true
     echo "== bench_rec $size"; grep -A30 "^NVIDIA" "$OUT/bench_rec_$size.txt" || tail -20 "$OUT/bench_rec_$size.txt"
   done
+fi
+if [[ $PARTS == *mix* ]]; then
+  C=configs/rec/svtrv2
+  python3 tools/bench_rec.py --configs $C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml \
+    --shape-mix docs/bench/recipe_shape_mix.json --json "$OUT/bench_rec_mix.json" ${MIX_ARGS:-} \
+    > "$OUT/bench_rec_mix.txt" 2>&1 || true
+  echo "== bench_rec recipe mix"; grep -A14 "^NVIDIA" "$OUT/bench_rec_mix.txt" || tail -20 "$OUT/bench_rec_mix.txt"
 fi

@@ -1,6 +1,6 @@
 """End-to-end CLIs on a tiny trained model: eval_rec (table + JSON), infer_rec (files, folders, globs,
 bad files), plus EMA, CPU bf16 autocast and pretrained-weight loading in the trainer; bench_rec's
---profile specs."""
+--profile specs and --shape-mix; scripts/recipe_shape_mix.py."""
 import importlib.util
 import json
 import os
@@ -117,6 +117,58 @@ def test_bench_rec_profile_specs_are_checked():
             bench.parse_profile(bad, cpu)
 
 
+
+def test_bench_rec_shape_mix_weights_each_shape_by_its_batches(tmp_path):
+    """--shape-mix: shapes below the share are dropped, batches scaled, and the mix row is all images
+    over all batches' time (not a mean of the rows' img/s)."""
+    bench = _load_script("tools", "bench_rec.py")
+    mix = {"shapes": [{"batch": 256, "height": 32, "width": 128, "batches": 10},
+                      {"batch": 128, "height": 32, "width": 256, "batches": 10},
+                      {"batch": 8, "height": 64, "width": 64, "batches": 1}]}
+    path = tmp_path / "mix.json"
+    path.write_text(json.dumps(mix))
+    shapes = bench.load_shape_mix(str(path), min_share=0.01, batch_scale=0.5)
+    assert [(s["batch"], s["height"], s["width"]) for s in shapes] == [(128, 32, 128), (64, 32, 256)]
+    assert shapes[0]["share"] == pytest.approx(2560 / 3848)
+
+    class FakeSubject:  # a step of B images at HxW takes B * H * W / 4096 ms
+        def train_step_fn(self, batch_size, width, amp, graphs=False, height=32):
+            return batch_size * height * width / 4096
+
+    class FakeTimer:
+        def median_ms(self, ms):
+            return ms
+
+    rows = bench.measure_mix(FakeSubject(), FakeTimer(), torch.device("cpu"), shapes)
+    assert rows["mix train fp32 B128 32x128"]["ms"] == 128.0 and rows["mix train fp32 B64 32x256"]["ms"] == 128.0
+    weighted = rows[next(k for k in rows if k.startswith("mix weighted (2 shapes"))]
+    assert weighted["img_s"] == pytest.approx((10 * 128 + 10 * 64) / (10 * 0.128 + 10 * 0.128))
+    for bad, match in [("{}", "KeyError"), ("not json", "JSONDecodeError")]:
+        path.write_text(bad)
+        with pytest.raises(SystemExit, match=match):
+            bench.load_shape_mix(str(path), 0.0, 1.0)
+    path.write_text(json.dumps(mix))
+    with pytest.raises(SystemExit, match="no shape holds"):
+        bench.load_shape_mix(str(path), 0.9, 1.0)
+
+
+def test_recipe_shape_mix_counts_the_samplers_batches():
+    """scripts/recipe_shape_mix.py on a synthetic-only config: every sample in one batch of its
+    ratio's shape, the same count as the sampler's epoch."""
+    script = _load_script("scripts", "recipe_shape_mix.py")
+    cfg = {"Global": {"seed": 3}, "Architecture": {}, "Train": {
+        "datasets": [{"type": "synth", "num_samples": 600, "seed": 0, "font_dirs": []}],
+        "batch_size": 64, "num_workers": 0, "max_ratio": 12, "augment": False}}
+    tiny = tiny_config("/tmp/unused", max_steps=1)
+    cfg["Global"].update({k: v for k, v in tiny["Global"].items() if k.startswith("charset")})
+    cfg["Architecture"] = tiny["Architecture"]
+    mix = script.shape_mix(cfg, [0])
+    assert sum(s["batches"] * s["batch"] for s in mix) == 600
+    from openrec.data.transforms import bucket_size
+    widths_heights = {bucket_size(r)[::-1] for r in range(1, 13)}
+    assert all((s["height"], s["width"]) in widths_heights for s in mix)
+    # a remainder under the sampler's min_batch (8) joins its bucket's previous batch
+    assert all(s["batch"] < 64 + 8 for s in mix) and mix == sorted(mix, key=lambda s: -s["batches"])
 
 def test_bench_ops_cpu_times_every_case_and_writes_json(tmp_path):
     from openrec.ops.kernels import has_cpu_kernel

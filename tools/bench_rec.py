@@ -7,7 +7,10 @@ Rows: train step (fwd + loss + bwd + AdamW) img/s in fp32 and bf16 autocast at B
 B32 3x32x384 (eager, and with the encoder's forward and backward replayed from CUDA graphs as
 ``Global.cuda_graphs`` trains); inference img/s at B128 (fp32, bf16; eager, and replayed from a CUDA graph as
 ``TextRecognizer(cuda_graphs=True)`` runs it); batch-1 latency (ms; eager and graph); and a
-long-text sweep (inference bf16, W = 128..2048 at a fixed batch). CUDA events after warm-up,
+long-text sweep (inference bf16, W = 128..2048 at a fixed batch). ``--shape-mix`` (a JSON from
+``scripts/recipe_shape_mix.py``) replaces these rows by the train step (bf16, CUDA-graphed; fp32
+eager on CPU) at each batch shape of a training recipe, plus their mean weighted by how often each
+shape occurs: the two families compared on the recipe's own mix. CUDA events after warm-up,
 median of --iters. The last column is first/second (>1: the first is faster). On CPU
 (fewer, smaller rows) wall clock is used. ``--rctc`` swaps each config's head for the plain RCTC
 head and CTC loss (the setting of the perf anchors); ``--o`` overrides apply to both configs.
@@ -83,11 +86,11 @@ class Subject:
         self.forward = self.model
         self.params = sum(p.numel() for p in self.model.parameters())
 
-    def train_step_fn(self, batch_size: int, width: int, amp, graphs: bool = False):
+    def train_step_fn(self, batch_size: int, width: int, amp, graphs: bool = False, height: int = 32):
         """graphs: the encoder's forward and backward replayed from CUDA graphs, as Global.cuda_graphs trains."""
         batch = sample_label_batch(self.encoder, batch_size)
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        images = torch.randn(batch_size, 3, 32, width, device=self.device)
+        images = torch.randn(batch_size, 3, height, width, device=self.device)
         self.model.train()
         forward = GraphedTrainForward(self.model) if graphs else self.forward
 
@@ -139,6 +142,42 @@ def rows_for(device: torch.device, quick: bool):
     if quick:
         rows = [r for r in rows if "fp32" not in r[0] or r[1] == "latency"]
     return rows, [128, 256, 512, 1024, 2048], 64
+
+
+def load_shape_mix(path: str, min_share: float, batch_scale: float) -> list[dict]:
+    """The shapes of a scripts/recipe_shape_mix.py JSON holding at least min_share of the images,
+    batches scaled by batch_scale (for the CPU); names what is wrong with a bad file."""
+    try:
+        with open(path) as fh:
+            shapes = json.load(fh)["shapes"]
+        total = sum(s["batches"] * s["batch"] for s in shapes)
+        kept = [dict(s, batch=max(1, round(s["batch"] * batch_scale)), share=s["batches"] * s["batch"] / total)
+                for s in shapes if s["batches"] * s["batch"] >= min_share * total]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        raise SystemExit(f"bench_rec: --shape-mix {path}: not a shape-mix JSON ({type(e).__name__}: {e})") from None
+    if not kept:
+        raise SystemExit(f"bench_rec: --shape-mix {path}: no shape holds {min_share:.1%} of the images")
+    return kept
+
+
+def measure_mix(subject: Subject, timer: Timer, device, shapes: list[dict]) -> dict:
+    """Train step at each shape of the mix; the last row is the mix's img/s: all images of the kept
+    shapes over the time their batches take, each shape counted as often as the recipe makes it."""
+    cuda = device.type == "cuda"
+    out, images, seconds = {}, 0.0, 0.0
+    for s in shapes:
+        name = f"mix train {'graph bf16' if cuda else 'fp32'} B{s['batch']} {s['height']}x{s['width']}"
+        ms = timer.median_ms(subject.train_step_fn(s["batch"], s["width"], torch.bfloat16 if cuda else None,
+                                                   graphs=cuda, height=s["height"]))
+        out[name] = {"ms": ms, "img_s": 1000 * s["batch"] / ms, "unit": "img/s", "share": s["share"]}
+        images += s["batches"] * s["batch"]
+        seconds += s["batches"] * ms / 1000
+        if cuda:
+            torch.cuda.empty_cache()
+    share = sum(s["share"] for s in shapes)
+    out[f"mix weighted ({len(shapes)} shapes, {share:.0%} of images)"] = {"ms": 1000 * seconds / images,
+                                                                        "img_s": images / seconds, "unit": "img/s"}
+    return out
 
 
 def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]) -> dict:
@@ -233,6 +272,12 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both models (inductor; the custom ops stay opaque kernels)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--shape-mix", default=None, metavar="JSON",
+                        help="time the train step at a recipe's batch shapes instead (scripts/recipe_shape_mix.py)")
+    parser.add_argument("--mix-min-share", type=float, default=0.005,
+                        help="with --shape-mix: skip shapes holding less than this fraction of the images")
+    parser.add_argument("--mix-batch-scale", type=float, default=None,
+                        help="with --shape-mix: multiply the batch sizes (default 1 on a GPU, 1/16 on CPU)")
     parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:W:DTYPE",
                         help="profile these calls of each model instead of timing rows, e.g. "
                              "train:128:128:bf16 infer:64:2048:bf16 (no value: train:128:128:bf16)")
@@ -243,6 +288,10 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     profiles = None if args.profile is None else [parse_profile(spec, device) for spec in args.profile or
                                                   ["train:128:128:bf16"]]
+    mix = None
+    if args.shape_mix:
+        scale = args.mix_batch_scale or (1.0 if device.type == "cuda" else 1 / 16)
+        mix = load_shape_mix(args.shape_mix, args.mix_min_share, scale)
     torch.backends.cudnn.benchmark = True
     timer = Timer(device, args.iters, args.warmup)
     results, names = [], []
@@ -258,13 +307,15 @@ def main(argv=None) -> int:
                 profile_row(subject, kind, batch_size, width, amp, detail=args.profile_detail)
             del subject
             continue
-        results.append(measure(subject, timer, device, args.quick, args.rows))
+        results.append(measure_mix(subject, timer, device, mix) if mix else
+                       measure(subject, timer, device, args.quick, args.rows))
         del subject
     if profiles is not None:
         return 0
     where = torch.cuda.get_device_name() if device.type == "cuda" else describe_cpu_run(malloc_tuned)
     print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    print(f"{'row':34s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
+    width = max(34, *(len(row) for row in results[0]))
+    print(f"{'row':{width}s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
     table = []
     for row in results[0]:
         a, b = results[0][row], results[1][row]
@@ -273,12 +324,13 @@ def main(argv=None) -> int:
         else:
             ratio, va, vb = a["img_s"] / b["img_s"], f"{a['img_s']:.0f} img/s", f"{b['img_s']:.0f} img/s"
         table.append({"row": row, names[0]: a, names[1]: b, "ratio": ratio})
-        print(f"{row:34s} {va:>22s} {vb:>22s} {ratio:6.2f}")
+        print(f"{row:{width}s} {va:>22s} {vb:>22s} {ratio:6.2f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
             json.dump({"device": where, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                        "configs": args.configs, "rctc": args.rctc, "overrides": args.o, "compile": args.compile,
+                       "shape_mix": args.shape_mix,
                        "rows": table}, fh, indent=1)
     return 0
 
