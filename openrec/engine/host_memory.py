@@ -6,7 +6,7 @@ blocks are freed) is a fresh ``mmap`` returned to the kernel on free, and free m
 the heap beyond the trim threshold (twice the mmap threshold) is returned too. An inference-only
 process then page-faults much of each forward's activations in anew (SVTRv2Mamba-T on CPU: about
 26000 minor faults per forward at batch 8); with both thresholds raised, freed blocks stay in the
-heap for the next forward (31 faults; 27% faster; README "Speed", "On CPU", perf note 53). A process
+heap for the next forward (31 faults; 27% faster; docs/speed.md, "Freed memory kept for reuse"; perf note 53). A process
 that trained first has usually raised glibc's thresholds itself, so training changes little.
 The cost is memory kept by the process: up to ``trim_threshold`` of free heap is not returned.
 
