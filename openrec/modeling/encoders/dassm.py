@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ...ops import das_sample, dwconv3x3, export_formulation, linear, selective_scan
 from ..common import DropPath, LayerNorm, LayerNorm2d
+from .dassm_cpu import cpu_inference_applies, dassm_block_cpu_inference
 
 __all__ = ["pointwise", "depthwise3x3", "ResDWC", "ConvFFN", "DynamicAdaptiveScan", "DASSM", "DASSMBlock"]
 
@@ -205,6 +206,8 @@ class DASSMBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not self.training and cpu_inference_applies(self, x):
+            return dassm_block_cpu_inference(self, x)  # the same calls without the layers (dassm_cpu.py)
         x = self.pos_embed(x)
         x = x + self.drop_path(self.token_mixer(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))

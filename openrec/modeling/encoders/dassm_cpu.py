@@ -1,0 +1,110 @@
+"""A DA-Mamba block's CPU inference forward as one flat function (the same ops, fewer Python layers).
+
+Why: at batch 1 on the CPU a DA-Mamba block spends more time on its Python layers (eleven module
+calls, the routing checks of ``pointwise``/``depthwise3x3``/``das_sample``/``selective_scan``, one
+per call) than on arithmetic: with maps of 2 pixels a block still took 0.44 ms, against 0.15 ms for
+an attention block (perf note 60). Where every routing decision is known once per block call
+(:func:`cpu_inference_applies`), :func:`dassm_block_cpu_inference` makes the calls those layers
+would make, in the same order with the same arguments, so the output is bit-identical to
+``DASSMBlock.forward`` (``tests/test_dassm_cpu_flat.py`` compares them). Forward hooks on the
+block's submodules would not fire here, so a block with any takes its layered forward.
+``OPENREC_DASSM_CPU_FLAT=0`` turns it off (read at every call, for A/Bs).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ...ops import export_formulation
+from ...ops.kernels import has_cpu_kernel, routing_mode
+
+__all__ = ["cpu_inference_applies", "dassm_block_cpu_inference"]
+
+_NEEDED_KERNELS = ("openrec::dwconv3x3", "openrec::das_sample", "openrec::selective_scan")
+
+
+def flat_forward_enabled() -> bool:
+    value = os.environ.get("OPENREC_DASSM_CPU_FLAT", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"OPENREC_DASSM_CPU_FLAT must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def _submodule_hooks(block) -> bool:
+    """Any forward (pre-)hook on a module below block, or a global one: the flat forward calls no
+    submodule, so it would skip them. A walk over the _modules dicts (~5 us; modules() takes ~15)."""
+    registry = torch.nn.modules.module  # the global hooks (register_module_forward_hook)
+    if getattr(registry, "_global_forward_hooks", None) or getattr(registry, "_global_forward_pre_hooks", None):
+        return True
+    stack = list(block._modules.values())
+    while stack:
+        module = stack.pop()
+        if module is None:
+            continue
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
+        stack.extend(module._modules.values())
+    return False
+
+
+def cpu_inference_applies(block, x: torch.Tensor) -> bool:
+    """The block's general forward would take the C++ CPU kernels for every depthwise convolution,
+    DAS and the scan, with dropout and drop-path off: an fp32 CPU map in eval mode without gradients
+    (BatchNorm on its running statistics), outside autocast, export and torch.compile, with the
+    kernels loaded and not routed away, and no forward hook on a submodule."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not block.training
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and block.norm2.running_mean is not None and not export_formulation.active
+            and not torch.compiler.is_compiling() and flat_forward_enabled() and not _submodule_hooks(block)
+            and routing_mode("OPENREC_DWCONV", "auto") != "torch" and all(map(has_cpu_kernel, _NEEDED_KERNELS)))
+
+
+def dassm_block_cpu_inference(block, x: torch.Tensor) -> torch.Tensor:
+    """``block.forward(x)`` where :func:`cpu_inference_applies`; see ``DASSMBlock``, ``DASSM``,
+    ``DynamicAdaptiveScan`` and ``ConvFFN`` in ``dassm.py`` for what each line stands for."""
+    from .dassm import _nhwc_view_ok, cpu_gemm_max_rows
+    ops = torch.ops.openrec
+    b, c, h, w = x.shape
+    gemm_rows_ok = b * h * w <= cpu_gemm_max_rows()
+
+    def pointwise(conv, t):  # dassm.pointwise on the CPU in fp32
+        if gemm_rows_ok and _nhwc_view_ok(t):
+            return F.linear(t.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+        return conv(t)
+
+    def layer_norm(norm, t):
+        return F.layer_norm(t, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    # Intermediates are dropped as soon as they are used (del), as the layered forward's frames drop
+    # theirs on return: held to the end, they raised the peak and cost page faults at batch 32.
+    # pos_embed (ResDWC), norm1 (LayerNorm2d)
+    x = ops.dwconv3x3(x, block.pos_embed.conv.weight, block.pos_embed.conv.bias, 1)
+    normed = layer_norm(block.norm1, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    # token_mixer (DASSM): in_proj -> depthwise + SiLU -> DAS -> scan -> out_norm -> out_proj
+    mixer, das = block.token_mixer, block.token_mixer.da_scan
+    feats = ops.dwconv3x3(pointwise(mixer.in_proj, normed), mixer.conv2d.weight, mixer.conv2d.bias, 2)
+    feats = feats.permute(0, 2, 3, 1)
+    offset = ops.dwconv3x3(normed, das.dw_conv.weight, das.dw_conv.bias, 0).permute(0, 2, 3, 1)
+    del normed
+    offset = F.linear(F.gelu(layer_norm(das.norm, offset)), das.offset.weight, das.offset.bias)
+    feats = ops.das_sample(feats if feats.stride(-1) == 1 else feats.contiguous(), offset)
+    del offset
+    tokens = feats.reshape(b, h * w, c)
+    del feats
+    x_dbl = F.linear(tokens, mixer.x_proj_weight)
+    rank = mixer.dt_rank
+    dts = F.linear(x_dbl[..., :rank], mixer.dt_proj_weight)
+    A = -torch.exp(mixer.A_log.float())
+    y, _ = ops.selective_scan(tokens, dts, A.reshape(c), x_dbl[..., rank], x_dbl[..., rank + 1], mixer.D.float(),
+                              mixer.dt_proj_bias.float(), True)
+    del tokens, x_dbl, dts, _
+    y = layer_norm(mixer.out_norm, y).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    x = x + pointwise(mixer.out_proj, y)
+    del y
+    # norm2 (BatchNorm2d, running statistics), mlp (ConvFFN with its GELU in the depthwise call)
+    bn, ffn = block.norm2, block.mlp
+    z = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    z = ops.dwconv3x3(pointwise(ffn.fc1, z), ffn.conv.conv.weight, ffn.conv.conv.bias, 3)
+    return x + pointwise(ffn.fc2, z)
