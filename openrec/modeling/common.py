@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..ops import layer_norm, linear
+from .cpu_flat import attention_block_cpu_inference, cpu_inference_fixed
 
 __all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates"]
 
@@ -85,6 +86,8 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not self.training and cpu_inference_fixed(self, x, "OPENREC_ATTENTION_CPU_FLAT"):
+            return attention_block_cpu_inference(self, x)  # the same calls without the layers (cpu_flat.py)
         if self.prenorm:
             x = x + self.drop_path(self.mixer(self.norm1(x)))
             return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -6,47 +6,22 @@ per call) than on arithmetic: with maps of 2 pixels a block still took 0.44 ms, 
 an attention block (perf note 60). Where every routing decision is known once per block call
 (:func:`cpu_inference_applies`), :func:`dassm_block_cpu_inference` makes the calls those layers
 would make, in the same order with the same arguments, so the output is bit-identical to
-``DASSMBlock.forward`` (``tests/test_dassm_cpu_flat.py`` compares them). Forward hooks on the
+``DASSMBlock.forward`` (``tests/test_cpu_flat_blocks.py`` compares them). Forward hooks on the
 block's submodules would not fire here, so a block with any takes its layered forward.
-``OPENREC_DASSM_CPU_FLAT=0`` turns it off (read at every call, for A/Bs).
+``OPENREC_DASSM_CPU_FLAT=0`` turns it off (read at every call, for A/Bs). The attention block has its
+own flat forward (``openrec/modeling/cpu_flat.py``), so the two families are compared alike.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
 
-from ...ops import export_formulation
 from ...ops.kernels import has_cpu_kernel, routing_mode
+from ..cpu_flat import cpu_inference_fixed
 
 __all__ = ["cpu_inference_applies", "dassm_block_cpu_inference"]
 
 _NEEDED_KERNELS = ("openrec::dwconv3x3", "openrec::das_sample", "openrec::selective_scan")
-
-
-def flat_forward_enabled() -> bool:
-    value = os.environ.get("OPENREC_DASSM_CPU_FLAT", "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"OPENREC_DASSM_CPU_FLAT must be 0 or 1, got {value!r}")
-    return value == "1"
-
-
-def _submodule_hooks(block) -> bool:
-    """Any forward (pre-)hook on a module below block, or a global one: the flat forward calls no
-    submodule, so it would skip them. A walk over the _modules dicts (~5 us; modules() takes ~15)."""
-    registry = torch.nn.modules.module  # the global hooks (register_module_forward_hook)
-    if getattr(registry, "_global_forward_hooks", None) or getattr(registry, "_global_forward_pre_hooks", None):
-        return True
-    stack = list(block._modules.values())
-    while stack:
-        module = stack.pop()
-        if module is None:
-            continue
-        if module._forward_hooks or module._forward_pre_hooks:
-            return True
-        stack.extend(module._modules.values())
-    return False
 
 
 def cpu_inference_applies(block, x: torch.Tensor) -> bool:
@@ -54,10 +29,8 @@ def cpu_inference_applies(block, x: torch.Tensor) -> bool:
     DAS and the scan, with dropout and drop-path off: an fp32 CPU map in eval mode without gradients
     (BatchNorm on its running statistics), outside autocast, export and torch.compile, with the
     kernels loaded and not routed away, and no forward hook on a submodule."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not block.training
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-            and block.norm2.running_mean is not None and not export_formulation.active
-            and not torch.compiler.is_compiling() and flat_forward_enabled() and not _submodule_hooks(block)
+    return (x.dtype == torch.float32 and x.dim() == 4 and block.norm2.running_mean is not None
+            and cpu_inference_fixed(block, x, "OPENREC_DASSM_CPU_FLAT")
             and routing_mode("OPENREC_DWCONV", "auto") != "torch" and all(map(has_cpu_kernel, _NEEDED_KERNELS)))
 
 

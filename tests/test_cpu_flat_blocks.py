@@ -1,10 +1,13 @@
-"""The DA-Mamba block's flat CPU inference forward (openrec/modeling/encoders/dassm_cpu.py): the same
-bits as the block's layered forward, and taken only where that forward would take the same kernels."""
+"""The blocks' flat CPU inference forwards (openrec/modeling/encoders/dassm_cpu.py for the DA-Mamba
+block, openrec/modeling/cpu_flat.py for the attention block): the same bits as the layered forwards,
+and taken only where those would make the same calls."""
 import pytest
 import torch
 
+import openrec.modeling.common as common
 import openrec.modeling.encoders.dassm as dassm
 from openrec.modeling.encoders import SVTRv2Mamba
+from openrec.modeling.common import Block
 from openrec.modeling.encoders.dassm import DASSMBlock
 from openrec.ops import export_formulation
 from openrec.ops.kernels import has_cpu_kernel
@@ -119,3 +122,56 @@ def test_the_flat_forward_is_taken_only_where_the_layered_one_takes_the_same_ker
     monkeypatch.setenv("OPENREC_DASSM_CPU_FLAT", "yes")
     with torch.no_grad(), pytest.raises(ValueError, match="OPENREC_DASSM_CPU_FLAT must be 0 or 1"):
         block(x)
+
+
+@pytest.fixture
+def flat_attention_calls(monkeypatch):
+    calls = []
+    original = common.attention_block_cpu_inference
+
+    def counting(block, x):
+        calls.append(tuple(x.shape))
+        return original(block, x)
+    monkeypatch.setattr(common, "attention_block_cpu_inference", counting)
+    return calls
+
+
+@pytest.mark.parametrize("prenorm", [False, True])  # SVTRv2's post-norm blocks; the RCTC head's pre-norm one
+@pytest.mark.parametrize("shape,heads", [((1, 256, 128), 4), ((3, 7, 48), 2)])
+def test_flat_attention_block_gives_the_layered_forwards_bits(prenorm, shape, heads, monkeypatch, flat_attention_calls):
+    torch.manual_seed(shape[1])
+    block = Block(shape[2], heads, prenorm=prenorm, eps=1e-6).eval()
+    with torch.no_grad():
+        for p in block.parameters():  # LayerNorms away from (1, 0)
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        flat = block(x)
+        monkeypatch.setenv("OPENREC_ATTENTION_CPU_FLAT", "0")
+        layered = block(x)
+    assert flat_attention_calls == [shape]
+    assert torch.equal(flat, layered)
+
+
+def test_the_attention_twin_reads_the_same_bits_and_the_flat_block_keeps_its_gates(monkeypatch, flat_attention_calls):
+    torch.manual_seed(0)
+    model = SVTRv2Mamba(dims=(32, 64), depths=(2, 2), num_heads=(2, 4), mixer=[["Conv", "Global"], ["Global", "FGlobal"]]).eval()
+    x = torch.randn(2, 3, 32, 64)
+    with torch.no_grad():
+        flat = model(x)
+        assert len(flat_attention_calls) == 3
+        monkeypatch.setenv("OPENREC_ATTENTION_CPU_FLAT", "0")
+        layered = model(x)
+        assert torch.equal(flat, layered) and len(flat_attention_calls) == 3
+        monkeypatch.delenv("OPENREC_ATTENTION_CPU_FLAT")
+        model.train()(x)                                        # training
+        model.eval()
+        torch.autocast("cpu", dtype=torch.bfloat16)(model)(x)  # autocast
+        handle = model.stages[0].blocks[1].mlp.register_forward_hook(lambda *a: None)
+        model(x)                                                # a hook below the block
+        handle.remove()
+    model(x)                                                    # gradients wanted
+    assert len(flat_attention_calls) == 3 + 2  # the block without the hook, in the hooked run
+    monkeypatch.setenv("OPENREC_ATTENTION_CPU_FLAT", "no")
+    with torch.no_grad(), pytest.raises(ValueError, match="OPENREC_ATTENTION_CPU_FLAT must be 0 or 1"):
+        model(x)
