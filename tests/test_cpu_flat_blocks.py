@@ -31,17 +31,32 @@ def _trained_looking(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module.eval()
 
 
-@pytest.fixture
-def flat_calls(monkeypatch):
-    """Counts the block calls that took the flat forward."""
+def _count_calls(monkeypatch, module, name: str) -> list:
+    """Replaces module.name (a flat forward) by a wrapper that records each call's input shape."""
     calls = []
-    original = dassm.dassm_block_cpu_inference
+    original = getattr(module, name)
 
     def counting(block, x):
         calls.append(tuple(x.shape))
         return original(block, x)
-    monkeypatch.setattr(dassm, "dassm_block_cpu_inference", counting)
+    monkeypatch.setattr(module, name, counting)
     return calls
+
+
+def _flat_then_layered(model, x, switch: str, monkeypatch):
+    """model(x) without gradients, with the flat forwards and then with switch off (left unset after)."""
+    with torch.no_grad():
+        flat = model(x)
+        monkeypatch.setenv(switch, "0")
+        layered = model(x)
+    monkeypatch.delenv(switch)
+    return flat, layered
+
+
+@pytest.fixture
+def flat_calls(monkeypatch):
+    """The DA-Mamba block calls that took the flat forward."""
+    return _count_calls(monkeypatch, dassm, "dassm_block_cpu_inference")
 
 
 @needs_cpu_kernels
@@ -69,13 +84,8 @@ def test_a_mamba_encoder_reads_the_same_bits_with_and_without_the_flat_forward(m
     torch.manual_seed(0)
     model = _trained_looking(SVTRv2Mamba(dims=(32, 64), depths=(2, 2), num_heads=(2, 4),
                                          mixer=[["Conv", "Mamba"], ["Mamba", "Mamba"]]), seed=1)
-    x = torch.randn(2, 3, 32, 64)
-    with torch.no_grad():
-        flat = model(x)
-        assert len(flat_calls) == 3
-        monkeypatch.setenv("OPENREC_DASSM_CPU_FLAT", "0")
-        layered = model(x)
-    assert torch.equal(flat, layered)
+    flat, layered = _flat_then_layered(model, torch.randn(2, 3, 32, 64), "OPENREC_DASSM_CPU_FLAT", monkeypatch)
+    assert len(flat_calls) == 3 and torch.equal(flat, layered)
 
 
 @needs_cpu_kernels
@@ -126,14 +136,8 @@ def test_the_flat_forward_is_taken_only_where_the_layered_one_takes_the_same_ker
 
 @pytest.fixture
 def flat_attention_calls(monkeypatch):
-    calls = []
-    original = common.attention_block_cpu_inference
-
-    def counting(block, x):
-        calls.append(tuple(x.shape))
-        return original(block, x)
-    monkeypatch.setattr(common, "attention_block_cpu_inference", counting)
-    return calls
+    """The attention block calls that took the flat forward."""
+    return _count_calls(monkeypatch, common, "attention_block_cpu_inference")
 
 
 @pytest.mark.parametrize("prenorm", [False, True])  # SVTRv2's post-norm blocks; the RCTC head's pre-norm one
@@ -157,13 +161,9 @@ def test_the_attention_twin_reads_the_same_bits_and_the_flat_block_keeps_its_gat
     torch.manual_seed(0)
     model = SVTRv2Mamba(dims=(32, 64), depths=(2, 2), num_heads=(2, 4), mixer=[["Conv", "Global"], ["Global", "FGlobal"]]).eval()
     x = torch.randn(2, 3, 32, 64)
+    flat, layered = _flat_then_layered(model, x, "OPENREC_ATTENTION_CPU_FLAT", monkeypatch)
+    assert torch.equal(flat, layered) and len(flat_attention_calls) == 3
     with torch.no_grad():
-        flat = model(x)
-        assert len(flat_attention_calls) == 3
-        monkeypatch.setenv("OPENREC_ATTENTION_CPU_FLAT", "0")
-        layered = model(x)
-        assert torch.equal(flat, layered) and len(flat_attention_calls) == 3
-        monkeypatch.delenv("OPENREC_ATTENTION_CPU_FLAT")
         model.train()(x)                                        # training
         model.eval()
         torch.autocast("cpu", dtype=torch.bfloat16)(model)(x)  # autocast
