@@ -121,9 +121,9 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(const Tensor& u, const Tensor& del
                                               bool delta_softplus) {
   const auto s = scan_dims(u, delta, A, B, C, D, delta_bias, "selective_scan");
   const auto cd = compute_type({&u, &delta, &A, &B, &C, &D, &delta_bias});
+  if (cd == at::kFloat) return selective_scan_fused_f32(u, delta, A, B, C, D, delta_bias, delta_softplus, s);
   const auto state_type = u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n_states = (s.length + kScanChunk - 1) / kScanChunk;
-  if (cd == at::kFloat) return selective_scan_fused_f32(u, delta, A, B, C, D, delta_bias, delta_softplus, s);
   const Tensor uc = as_compute(u, cd), Cc = as_compute(C, cd), Dc = as_compute(D, cd);
   const ScanTerms terms = scan_terms(uc, delta.to(cd), A.to(cd), B.to(cd), delta_bias.to(cd), delta_softplus);
   Tensor y = at::empty({s.batch, s.length, s.dim}, uc.options());

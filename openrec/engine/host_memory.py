@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import platform
+
+from ..ops.kernels import env_switch
 
 __all__ = ["tune_malloc", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 
@@ -35,10 +36,7 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
     """Raise glibc's mmap and trim thresholds for this process (see the module docstring). Returns
     True when both took; False with ``OPENREC_MALLOC_TUNING=0``, on another C library, or when glibc
     refused a value. Safe to call more than once."""
-    setting = os.environ.get("OPENREC_MALLOC_TUNING", "1")
-    if setting not in ("0", "1"):
-        raise ValueError(f"OPENREC_MALLOC_TUNING must be 0 or 1, got {setting!r}")
-    if setting == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not env_switch("OPENREC_MALLOC_TUNING") or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     mallopt = getattr(libc, "mallopt", None)

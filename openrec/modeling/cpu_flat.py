@@ -10,21 +10,13 @@ switch is read at every call, ``0`` turns it off. ``tests/test_cpu_flat_blocks.p
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
 from ..ops import export_formulation
+from ..ops.kernels import env_switch
 
-__all__ = ["flat_forward_enabled", "submodule_hooks", "cpu_inference_fixed", "attention_block_cpu_inference"]
-
-
-def flat_forward_enabled(env: str) -> bool:
-    value = os.environ.get(env, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{env} must be 0 or 1, got {value!r}")
-    return value == "1"
+__all__ = ["submodule_hooks", "cpu_inference_fixed", "attention_block_cpu_inference"]
 
 
 def submodule_hooks(module) -> bool:
@@ -49,7 +41,7 @@ def cpu_inference_fixed(module, x: torch.Tensor, env: str) -> bool:
     compile, no hook below it) and the flat version is switched on by env."""
     return (x.device.type == "cpu" and not module.training and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu") and not export_formulation.active
-            and not torch.compiler.is_compiling() and flat_forward_enabled(env) and not submodule_hooks(module))
+            and not torch.compiler.is_compiling() and env_switch(env) and not submodule_hooks(module))
 
 
 def attention_block_cpu_inference(block, x: torch.Tensor) -> torch.Tensor:

@@ -87,6 +87,14 @@ def _has_cuda_kernel(op: str) -> bool:
     return cuda_kernels_available() and _registered(op, "CUDA")
 
 
+def env_switch(env: str, default: str = "1") -> bool:
+    """An on/off switch read from the environment: "1" on, "0" off; anything else is an error that names it."""
+    value = os.environ.get(env, default)
+    if value not in ("0", "1"):
+        raise ValueError(f"{env} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def routing_mode(env: str, default: str) -> str:
     """The value of a routing switch (auto, torch or kernel); a typo is an error that names it."""
     mode = os.environ.get(env, default)

@@ -40,6 +40,11 @@ def _nhwc_view_ok(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
+def pointwise_gemm(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The 1x1 convolution as F.linear over the NHWC view of a channels-last map (_nhwc_view_ok)."""
+    return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+
+
 def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution, as one GEMM over the NHWC view of a channels-last map where that is faster
     (same parameters, same result up to rounding):
@@ -55,7 +60,7 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if (not low_precision and x.device.type == "cpu" and not export_formulation.active
             and not torch.compiler.is_compiling() and _nhwc_view_ok(x)
             and x.shape[0] * x.shape[2] * x.shape[3] <= cpu_gemm_max_rows()):
-        return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+        return pointwise_gemm(conv, x)
     return conv(x)
 
 

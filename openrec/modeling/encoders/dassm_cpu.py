@@ -37,14 +37,14 @@ def cpu_inference_applies(block, x: torch.Tensor) -> bool:
 def dassm_block_cpu_inference(block, x: torch.Tensor) -> torch.Tensor:
     """``block.forward(x)`` where :func:`cpu_inference_applies`; see ``DASSMBlock``, ``DASSM``,
     ``DynamicAdaptiveScan`` and ``ConvFFN`` in ``dassm.py`` for what each line stands for."""
-    from .dassm import _nhwc_view_ok, cpu_gemm_max_rows
+    from .dassm import _nhwc_view_ok, cpu_gemm_max_rows, pointwise_gemm  # a lazy import: dassm imports this module
     ops = torch.ops.openrec
     b, c, h, w = x.shape
     gemm_rows_ok = b * h * w <= cpu_gemm_max_rows()
 
     def pointwise(conv, t):  # dassm.pointwise on the CPU in fp32
         if gemm_rows_ok and _nhwc_view_ok(t):
-            return F.linear(t.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+            return pointwise_gemm(conv, t)
         return conv(t)
 
     def layer_norm(norm, t):
