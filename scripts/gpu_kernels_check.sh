@@ -5,6 +5,9 @@
 #   PARTS="tests ops rec" ...   # choose: kernel tests, tools/bench_ops.py, tools/bench_rec.py (SIZES="tiny base" pairs)
 #   PARTS=mix ...   # the recipe's train step (GTC head, bf16, graphed) at each of its batch shapes, Mamba-T vs
 #                   # the twin, weighted by docs/bench/recipe_shape_mix.json (scripts/recipe_shape_mix.py)
+#   PARTS=trainer ...   # the trainer's own step (grad clipping, scheduler, device-side finite check, graphed
+#                       # encoder) for the two recipe configs at TRAINER_SHAPES (BxHxW), synthetic data only
+#   PARTS=profile ...   # bench_rec.py --profile-detail of PROFILES (default: the recipe's 40x112 bucket) for both
 # Expects .whl/ from scripts/prepare_gpu_carry.sh (carry it). Results go to $OUT.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -54,4 +57,22 @@ if [[ $PARTS == *mix* ]]; then
     --shape-mix docs/bench/recipe_shape_mix.json --json "$OUT/bench_rec_mix.json" ${MIX_ARGS:-} \
     > "$OUT/bench_rec_mix.txt" 2>&1 || true
   echo "== bench_rec recipe mix"; grep -A14 "^NVIDIA" "$OUT/bench_rec_mix.txt" || tail -20 "$OUT/bench_rec_mix.txt"
+fi
+if [[ $PARTS == *trainer* ]]; then
+  C=configs/rec/svtrv2
+  for shape in ${TRAINER_SHAPES:-256x32x128 256x40x112 204x32x160}; do
+    IFS=x read -r b h w <<< "$shape"
+    for cfg in svtrv2_mamba_tiny_real svtrv2_tiny_real; do
+      python3 tools/bench_train_step.py --c $C/$cfg.yml --trainer --batch $b --height $h --width $w --steps ${TRAINER_STEPS:-30} \
+        --o Global.cuda_graphs=true "Train.datasets=[{type: synth, num_samples: 1000, preset: scene, seed: 0}]" \
+        >> "$OUT/trainer_step.txt" 2>&1 || echo "$cfg $shape failed" >> "$OUT/trainer_step.txt"
+    done
+  done
+  echo "== trainer step"; grep "trainer step\|failed" "$OUT/trainer_step.txt"
+fi
+if [[ $PARTS == *profile* ]]; then
+  C=configs/rec/svtrv2
+  python3 tools/bench_rec.py --configs $C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml \
+    --profile ${PROFILES:-train_graph:256:40x112:bf16} --profile-detail > "$OUT/profile_recipe.txt" 2>&1 || true
+  echo "== profile"; grep -- "-- profile\|Self CUDA time total" "$OUT/profile_recipe.txt"
 fi

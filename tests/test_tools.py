@@ -108,14 +108,15 @@ def _load_script(*parts):
 def test_bench_rec_profile_specs_are_checked():
     bench = _load_script("tools", "bench_rec.py")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert bench.parse_profile("train:128:128:fp32", cpu) == ("train", 128, 128, None)
-    assert bench.parse_profile("train_graph:64:256:bf16", cuda) == ("train_graph", 64, 256, torch.bfloat16)
-    assert bench.parse_profile("graph:1:128:fp32", cuda) == ("graph", 1, 128, None)
+    assert bench.parse_profile("train:128:128:fp32", cpu) == ("train", 128, 128, None, 32)
+    assert bench.parse_profile("train_graph:64:256:bf16", cuda) == ("train_graph", 64, 256, torch.bfloat16, 32)
+    assert bench.parse_profile("graph:1:128:fp32", cuda) == ("graph", 1, 128, None, 32)
+    assert bench.parse_profile("train_graph:256:40x112:bf16", cuda) == ("train_graph", 256, 112, torch.bfloat16, 40)
     for bad, match in [("train:128:fp32", "expected"), ("fit:1:128:fp32", "expected"), ("infer:1:128:bf16", "need a GPU"),
-                       ("train_graph:1:128:fp32", "need a GPU")]:
+                       ("train_graph:1:128:fp32", "need a GPU"), ("train:8:40x:fp32", "expected"),
+                       ("train:8:4x4x4:fp32", "expected"), ("infer:8:40x112:fp32", "only train kinds")]:
         with pytest.raises(SystemExit, match=match):
             bench.parse_profile(bad, cpu)
-
 
 
 def test_bench_rec_shape_mix_weights_each_shape_by_its_batches(tmp_path):

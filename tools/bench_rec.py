@@ -206,14 +206,14 @@ def measure(subject: Subject, timer: Timer, device, quick: bool, only: list[str]
     return out
 
 
-def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, steps: int = 3,
+def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, height: int = 32, steps: int = 3,
                 detail: bool = False) -> None:
     """Prints the top CUDA kernels and the top CPU-side ops of a few calls of one row, and the
     number of kernel launches per call (the eager step is often CPU-bound: launches matter).
     ``detail``: 60 rows with full kernel names, and (eager kinds) the ops grouped by input shape."""
     from torch.profiler import ProfilerActivity, profile
-    fn = {"train": lambda: subject.train_step_fn(batch_size, width, amp),
-          "train_graph": lambda: subject.train_step_fn(batch_size, width, amp, graphs=True),
+    fn = {"train": lambda: subject.train_step_fn(batch_size, width, amp, height=height),
+          "train_graph": lambda: subject.train_step_fn(batch_size, width, amp, graphs=True, height=height),
           "infer": lambda: subject.infer_fn(batch_size, width, amp),
           "graph": lambda: subject.graph_fn(batch_size, width, amp)}[kind]()
     cuda = subject.device.type == "cuda"
@@ -229,7 +229,7 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
     events = prof.key_averages()
     launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
                                                          "cudaGraphLaunch"))  # a graph replay counts once
-    print(f"-- profile: {kind} B{batch_size} 32x{width} {amp or 'fp32'}: {launches / steps:.0f} kernel launches per call",
+    print(f"-- profile: {kind} B{batch_size} {height}x{width} {amp or 'fp32'}: {launches / steps:.0f} kernel launches per call",
           flush=True)
     rows, width_chars = (60, 160) if detail else (22, 58)
     if cuda:
@@ -245,19 +245,24 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, s
 PROFILE_KINDS = ("train", "train_graph", "infer", "graph")
 
 
-def parse_profile(spec: str, device: torch.device) -> tuple[str, int, int, torch.dtype | None]:
-    """``KIND:B:W:DTYPE`` -> (kind, batch, width, autocast dtype or None); names a malformed spec.
-    KIND: train, train_graph (encoder replayed from CUDA graphs), infer, graph (inference replayed)."""
+def parse_profile(spec: str, device: torch.device) -> tuple[str, int, int, torch.dtype | None, int]:
+    """``KIND:B:W:DTYPE`` or ``KIND:B:HxW:DTYPE`` -> (kind, batch, width, autocast dtype or None, height);
+    names a malformed spec. KIND: train, train_graph (encoder replayed from CUDA graphs), infer, graph
+    (inference replayed); a height other than 32 (the recipe's buckets) for the train kinds only."""
     parts = spec.split(":")
+    size = parts[2].split("x") if len(parts) == 4 else []
     if len(parts) != 4 or parts[0] not in PROFILE_KINDS or parts[3] not in ("fp32", "bf16") \
-            or not (parts[1].isdigit() and parts[2].isdigit()):
-        raise SystemExit(f"bench_rec: --profile {spec!r}: expected ({'|'.join(PROFILE_KINDS)}):BATCH:WIDTH:(fp32|bf16)")
+            or not (parts[1].isdigit() and len(size) in (1, 2) and all(v.isdigit() for v in size)):
+        raise SystemExit(f"bench_rec: --profile {spec!r}: expected ({'|'.join(PROFILE_KINDS)}):BATCH:[HEIGHTx]WIDTH:(fp32|bf16)")
+    height = int(size[0]) if len(size) == 2 else 32
+    if height != 32 and parts[0] not in ("train", "train_graph"):
+        raise SystemExit(f"bench_rec: --profile {spec!r}: only train kinds take a height other than 32")
     amp = torch.bfloat16 if parts[3] == "bf16" else None
     if device.type == "cpu" and amp is not None:
         raise SystemExit("bench_rec: bf16 profiles need a GPU")
     if device.type == "cpu" and parts[0] in ("train_graph", "graph"):
         raise SystemExit(f"bench_rec: {parts[0]} profiles need a GPU (CUDA graphs)")
-    return parts[0], int(parts[1]), int(parts[2]), amp
+    return parts[0], int(parts[1]), int(size[-1]), amp, height
 
 
 def main(argv=None) -> int:
@@ -278,9 +283,9 @@ def main(argv=None) -> int:
                         help="with --shape-mix: skip shapes holding less than this fraction of the images")
     parser.add_argument("--mix-batch-scale", type=float, default=None,
                         help="with --shape-mix: multiply the batch sizes (default 1 on a GPU, 1/16 on CPU)")
-    parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:W:DTYPE",
+    parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:[H]xW:DTYPE",
                         help="profile these calls of each model instead of timing rows, e.g. "
-                             "train:128:128:bf16 infer:64:2048:bf16 (no value: train:128:128:bf16)")
+                             "train:128:128:bf16 infer:64:2048:bf16 train_graph:256:40x112:bf16 (no value: train:128:128:bf16)")
     parser.add_argument("--profile-detail", action="store_true",
                         help="with --profile: full kernel names, 60 rows, eager ops grouped by input shape")
     args = parser.parse_args(argv)
@@ -303,8 +308,8 @@ def main(argv=None) -> int:
         names.append(os.path.splitext(os.path.basename(path))[0])
         print(f"{names[-1]}: {subject.params / 1e6:.2f}M params", flush=True)
         if profiles is not None:
-            for kind, batch_size, width, amp in profiles:
-                profile_row(subject, kind, batch_size, width, amp, detail=args.profile_detail)
+            for kind, batch_size, width, amp, height in profiles:
+                profile_row(subject, kind, batch_size, width, amp, height=height, detail=args.profile_detail)
             del subject
             continue
         results.append(measure_mix(subject, timer, device, mix) if mix else
