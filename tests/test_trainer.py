@@ -253,3 +253,22 @@ def test_two_process_ddp_on_cpu_matches_one_process(tmp_path):
     # Same data and global batch; BatchNorm statistics are per rank, so allow a small difference.
     for a, b in zip(one, two):
         assert abs(a - b) <= 0.05 * abs(a), (one, two)
+
+
+def test_ema_update_is_the_decayed_average_and_copies_integer_buffers():
+    from openrec.engine.optim import ModelEMA
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = ModelEMA(model, decay=0.9)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.train()(torch.randn(5, 3))  # moves the running stats and num_batches_tracked
+    ema.update(model)
+    for name, value in model.state_dict().items():
+        got = ema.state_dict()[name]
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(got, 0.9 * before[name] + 0.1 * value, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(got, value), name
