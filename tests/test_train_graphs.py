@@ -191,3 +191,44 @@ def test_encoder_graph_refuses_hooks_and_outputs_that_are_not_one_tensor(monkeyp
 
     with pytest.raises(TypeError, match="one tensor"):
         EncoderGraph(TwoOutputs(), torch.randn(2))
+
+
+def test_replayed_backward_fills_grad_without_an_autograd_node_per_parameter(monkeypatch):
+    # The graphed step is host-bound, and autograd's accumulation costs ~7 us of host time per
+    # parameter: the backward fills .grad itself, as AccumulateGrad would (the buffer when .grad is
+    # empty, a copy in the parameter's layout where the buffer's differs, added to a held gradient).
+    FakeCuda(monkeypatch)
+    torch.manual_seed(0)
+    encoder = build_model(tiny_arch("RCTC", drop_path_rate=0.0)).encoder.train()
+    images = torch.randn(2, 3, 32, 64)
+    graph = EncoderGraph(encoder, images)
+    graph.keeps_buffer[0] = False  # as for a weight whose gradient comes channels-last
+    out = graph(images)
+    assert len(out.grad_fn.next_functions) == 2  # the images (no grad) and the anchor, not ~100 parameters
+    out.backward(torch.ones_like(out))
+    handed = [(p, g, keep) for p, g, keep in zip(graph.params, graph.static_grads, graph.keeps_buffer) if g is not None]
+    assert len(handed) > 10 and not handed[0][2]
+    for p, g, keep in handed:
+        assert (p.grad is g) == keep and torch.equal(p.grad, g)
+        assert keep or p.grad.stride() == p.stride()
+    held = {id(p): p.grad.clone() for p, _, _ in handed}
+    for p, _, _ in handed:
+        p.grad = held[id(p)].clone()  # gradients the caller kept from an earlier step
+    graph(images).backward(torch.ones_like(out))
+    assert all(torch.equal(p.grad, held[id(p)] + g) for p, g, _ in handed)
+
+
+def test_a_parameter_hook_takes_autograd_accumulation_and_runs(monkeypatch):
+    FakeCuda(monkeypatch)
+    torch.manual_seed(0)
+    encoder = build_model(tiny_arch("RCTC", drop_path_rate=0.0)).encoder.train()
+    images = torch.randn(2, 3, 32, 64)
+    graph = EncoderGraph(encoder, images)
+    seen = []
+    graph.params[1].register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
+    graph.params[2].register_hook(lambda grad: grad * 2)
+    out = graph(images)
+    assert len(out.grad_fn.next_functions) == 1 + len(graph.params)  # the images, then the parameters
+    out.backward(torch.ones_like(out))
+    assert len(seen) == 1 and torch.equal(seen[0], graph.static_grads[1])
+    assert torch.equal(graph.params[2].grad, 2 * graph.static_grads[2])
