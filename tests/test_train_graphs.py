@@ -88,6 +88,10 @@ def test_capture_after_leaves_shapes_seen_once_eager(fake):
     assert fake.replayed == [(2, 3, 32, 64), (2, 3, 32, 64), (2, 3, 32, 96)]
     assert set(forward.sightings) == {((2, 3, 32, 128), torch.float32, None)}
     assert forward.eager_shapes == {((2, 3, 32, w), torch.float32, None) for w in (160, 192)}
+    assert forward.eager_train_calls == 6  # the first 64, 96 and 128, then 160, 192, 160 (what the trainer logs)
+    with torch.no_grad():
+        forward(torch.randn(2, 3, 32, 64))  # not a training call
+    assert forward.eager_train_calls == 6
     with pytest.raises(ValueError, match="capture_after"):
         GraphedTrainForward(model, capture_after=0)
 

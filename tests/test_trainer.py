@@ -272,3 +272,28 @@ def test_ema_update_is_the_decayed_average_and_copies_integer_buffers():
             torch.testing.assert_close(got, 0.9 * before[name] + 0.1 * value, rtol=1e-6, atol=1e-7)
         else:
             assert torch.equal(got, value), name
+
+
+def test_window_throughput_leaves_out_evaluation_and_checkpoint_time(tmp_path, monkeypatch):
+    # A fake clock: each train step takes 0.5 s, each evaluation and each save 100 s. Every 2-step
+    # window then reads at least 2 img/s (it saw at least 2 images in 1 s of training), not the ~0.1 it
+    # would read with the 200 s of its evaluation and save counted.
+    import types
+
+    from openrec.engine import trainer as trainer_module
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    trainer = Trainer(tiny_config(tmp_path, log_every=2, eval_every=2, save_every=2))
+
+    def advancing(method, seconds):
+        def run(*args, **kwargs):
+            clock[0] += seconds
+            return method(*args, **kwargs)
+        return run
+
+    trainer.train_step = advancing(trainer.train_step, 0.5)
+    trainer._evaluate_and_record = advancing(trainer._evaluate_and_record, 100.0)
+    trainer.save = advancing(trainer.save, 100.0)
+    trainer.train()
+    windows = history(tmp_path)
+    assert len(windows) == 4 and all(w["img_per_s"] >= 2.0 for w in windows), [w["img_per_s"] for w in windows]

@@ -208,6 +208,7 @@ class GraphedTrainForward:
         self.graphs: dict[tuple, object] = {}
         self.sightings: dict[tuple, int] = {}  # training calls so far of shapes not captured
         self.eager_shapes: set[tuple] = set()
+        self.eager_train_calls = 0  # training calls whose encoder ran eagerly (the trainer logs and resets it)
         self.pool = torch.cuda.graph_pool_handle()
 
     def __call__(self, images: torch.Tensor, batch: dict | None = None) -> dict:
@@ -227,9 +228,11 @@ class GraphedTrainForward:
                 if key not in self.eager_shapes:
                     self.eager_shapes.add(key)
                     self.log(f"cuda_graphs: {self.max_shapes} shapes captured already; {key[0]} runs eagerly")
+                self.eager_train_calls += 1
                 return encoder(images)
             self.sightings[key] = self.sightings.get(key, 0) + 1
             if self.sightings[key] < self.capture_after:
+                self.eager_train_calls += 1
                 return encoder(images)
             del self.sightings[key]
             graphed = self.graphs[key] = self._capture(images)

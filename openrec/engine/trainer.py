@@ -269,6 +269,7 @@ class Trainer:
         step_loss = float("nan")
         last_good = None
         tick, images_seen, data_wait = time.perf_counter(), 0, 0.0
+        paused = 0.0  # evaluation and checkpoint time inside a log window: left out of its img/s
         window, empty_in_a_row = SkipWindow(), 0
         deadline = time.perf_counter() + 60 * s.max_minutes if s.max_minutes else float("inf")
         out_of_time = False
@@ -313,24 +314,31 @@ class Trainer:
                         step_loss = self._global_mean(float(result["losses"]["loss"]))
                         self._check_skips(window)
                     if step % s.log_every == 0 and main:
-                        elapsed = time.perf_counter() - tick
+                        elapsed = time.perf_counter() - tick - paused
                         stats = {"loss": smooth.median("loss"), "step_loss": step_loss, "lr": self.scheduler.get_last_lr()[0],
                                  "img_per_s": images_seen / max(elapsed, 1e-9), "data_wait": data_wait / max(elapsed, 1e-9),
                                  "epoch": epoch}
                         stats.update({k: smooth.median(k) for k in smooth.values if k.endswith("_loss")})
+                        eager = getattr(self.forward, "eager_train_calls", None)  # Global.cuda_graphs only
+                        if eager is not None:
+                            stats["eager_encoder_steps"] = eager
+                            self.forward.eager_train_calls = 0
                         recorder.record("train", step, stats)
                         if progress is not None:
                             progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
                                                  ips=f"{stats['img_per_s']:.0f}")
                         self.logger.info(f"epoch {epoch} step {step}/{self.total_steps} loss {stats['loss']:.4f} "
                                          f"lr {stats['lr']:.3e} {stats['img_per_s']:.0f} img/s "
-                                         f"(data wait {stats['data_wait']:.0%})"
+                                         f"(data wait {stats['data_wait']:.0%}"
+                                         + (f", {eager} eager encoder steps" if eager else "") + ")"
                                          + "".join(f" {k} {smooth.median(k):.4f}" for k in smooth.values if k.endswith("_loss")))
-                        tick, images_seen, data_wait = time.perf_counter(), 0, 0.0
+                        tick, images_seen, data_wait, paused = time.perf_counter(), 0, 0.0, 0.0
+                    pause_start = time.perf_counter()
                     if s.eval_every and step % s.eval_every == 0:
                         self._evaluate_and_record(recorder, step)
                     if s.save_every and step % s.save_every == 0:
                         self.save("latest.pth")
+                    paused += time.perf_counter() - pause_start
                     if time.perf_counter() > deadline:
                         out_of_time = True
                         self.logger.info(f"wall-clock budget of {s.max_minutes} min spent at step {step}; stopping")
@@ -343,9 +351,11 @@ class Trainer:
                     break
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0
+                pause_start = time.perf_counter()
                 if s.eval_each_epoch or finished:
                     self._evaluate_and_record(recorder, self.state["global_step"])
                 self.save("latest.pth")
+                paused += time.perf_counter() - pause_start
             if self.state["batch_in_epoch"] != 0:  # stopped mid-epoch by max_steps
                 self._evaluate_and_record(recorder, self.state["global_step"])
                 self.save("latest.pth")
