@@ -197,15 +197,20 @@ def test_encoder_graph_refuses_hooks_and_outputs_that_are_not_one_tensor(monkeyp
         EncoderGraph(TwoOutputs(), torch.randn(2))
 
 
-def test_replayed_backward_fills_grad_without_an_autograd_node_per_parameter(monkeypatch):
-    # The graphed step is host-bound, and autograd's accumulation costs ~7 us of host time per
-    # parameter: the backward fills .grad itself, as AccumulateGrad would (the buffer when .grad is
-    # empty, a copy in the parameter's layout where the buffer's differs, added to a held gradient).
+def faked_graph(monkeypatch):
+    """A tiny RCTC encoder's EncoderGraph with torch.cuda's capture calls faked, and its images."""
     FakeCuda(monkeypatch)
     torch.manual_seed(0)
     encoder = build_model(tiny_arch("RCTC", drop_path_rate=0.0)).encoder.train()
     images = torch.randn(2, 3, 32, 64)
-    graph = EncoderGraph(encoder, images)
+    return EncoderGraph(encoder, images), images
+
+
+def test_replayed_backward_fills_grad_without_an_autograd_node_per_parameter(monkeypatch):
+    # Autograd's accumulation costs ~7 us of host time per parameter (~290 in Mamba-T): the backward
+    # fills .grad itself, as AccumulateGrad would (the buffer when .grad is empty, a copy in the
+    # parameter's layout where the buffer's differs, added to a held gradient).
+    graph, images = faked_graph(monkeypatch)
     graph.keeps_buffer[0] = False  # as for a weight whose gradient comes channels-last
     out = graph(images)
     assert len(out.grad_fn.next_functions) == 2  # the images (no grad) and the anchor, not ~100 parameters
@@ -223,11 +228,7 @@ def test_replayed_backward_fills_grad_without_an_autograd_node_per_parameter(mon
 
 
 def test_a_parameter_hook_takes_autograd_accumulation_and_runs(monkeypatch):
-    FakeCuda(monkeypatch)
-    torch.manual_seed(0)
-    encoder = build_model(tiny_arch("RCTC", drop_path_rate=0.0)).encoder.train()
-    images = torch.randn(2, 3, 32, 64)
-    graph = EncoderGraph(encoder, images)
+    graph, images = faked_graph(monkeypatch)
     seen = []
     graph.params[1].register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
     graph.params[2].register_hook(lambda grad: grad * 2)

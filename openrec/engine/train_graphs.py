@@ -152,8 +152,9 @@ class EncoderGraph:
 
     def accumulate_into_parameters(self) -> None:
         """What autograd's AccumulateGrad does with the replayed gradients, without one autograd node per
-        parameter (~7 µs of host time each; a DA-Mamba-T encoder has ~290 parameters, and the graphed
-        step is host-bound): .grad is the gradient buffer when empty, else the buffer is added to it."""
+        parameter (~7 µs of host time each; a DA-Mamba-T encoder has ~290 parameters; perf note 63):
+        .grad is the gradient buffer when empty (or its copy in the parameter's layout), else the
+        buffer is added to it."""
         for p, g, keep in zip(self.params, self.static_grads, self.keeps_buffer):
             if g is None:
                 continue
