@@ -283,7 +283,7 @@ def main(argv=None) -> int:
                         help="with --shape-mix: skip shapes holding less than this fraction of the images")
     parser.add_argument("--mix-batch-scale", type=float, default=None,
                         help="with --shape-mix: multiply the batch sizes (default 1 on a GPU, 1/16 on CPU)")
-    parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:[H]xW:DTYPE",
+    parser.add_argument("--profile", nargs="*", default=None, metavar="KIND:B:[Hx]W:DTYPE",
                         help="profile these calls of each model instead of timing rows, e.g. "
                              "train:128:128:bf16 infer:64:2048:bf16 train_graph:256:40x112:bf16 (no value: train:128:128:bf16)")
     parser.add_argument("--profile-detail", action="store_true",
