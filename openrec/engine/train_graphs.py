@@ -79,9 +79,12 @@ def _require_cuda(model: nn.Module) -> None:
 class EncoderGraph:
     """One input shape's training forward and backward of ``encoder``, captured once and replayed.
 
-    ``graph(images)`` is ``encoder(images)`` for autograd: the forward replays the captured forward, and
-    the backward replays the captured backward and hands each parameter its gradient. The output and the
-    gradients live in static buffers that the next replay overwrites, as with make_graphed_callables.
+    ``graph(images)`` is ``encoder(images)`` for ``loss.backward()``: the forward replays the captured
+    forward, and the backward replays the captured backward and puts each parameter's gradient into its
+    ``.grad`` itself, as autograd's accumulation would (``torch.autograd.grad`` with respect to the
+    parameters does not see them, unless a parameter has a hook: then autograd accumulates them). The
+    output and the gradients live in static buffers that the next replay overwrites, as with
+    make_graphed_callables.
 
     Warm-up and capture run the encoder on detached aliases of its parameters (same storage, fresh
     autograd leaves, ``torch.func.functional_call``), one set per stream. A parameter's gradient
