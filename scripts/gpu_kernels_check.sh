@@ -43,8 +43,9 @@ echo "== owned DAS backward"; tail -14 "$OUT/bench_das_owned.txt" | head -9
 fi
 echo "== bench_ops"; tail -32 "$OUT/bench_ops.txt"
 fi
+C=configs/rec/svtrv2
+RECIPE_PAIR="$C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml"  # the mix, trainer and profile parts
 if [[ $PARTS == *rec* ]]; then
-  C=configs/rec/svtrv2
   for size in ${SIZES:-tiny base}; do
     python3 tools/bench_rec.py --configs $C/svtrv2_mamba_${size}_gtc_rctc.yml $C/svtrv2_${size}_gtc_rctc.yml --rctc \
       --json "$OUT/bench_rec_$size.json" ${REC_ARGS:-} > "$OUT/bench_rec_$size.txt" 2>&1 || true
@@ -52,18 +53,16 @@ if [[ $PARTS == *rec* ]]; then
   done
 fi
 if [[ $PARTS == *mix* ]]; then
-  C=configs/rec/svtrv2
-  python3 tools/bench_rec.py --configs $C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml \
+  python3 tools/bench_rec.py --configs $RECIPE_PAIR \
     --shape-mix docs/bench/recipe_shape_mix.json --json "$OUT/bench_rec_mix.json" ${MIX_ARGS:-} \
     > "$OUT/bench_rec_mix.txt" 2>&1 || true
   echo "== bench_rec recipe mix"; grep -A14 "^NVIDIA" "$OUT/bench_rec_mix.txt" || tail -20 "$OUT/bench_rec_mix.txt"
 fi
 if [[ $PARTS == *trainer* ]]; then
-  C=configs/rec/svtrv2
   for shape in ${TRAINER_SHAPES:-256x32x128 256x40x112 204x32x160}; do
     IFS=x read -r b h w <<< "$shape"
-    for cfg in svtrv2_mamba_tiny_real svtrv2_tiny_real; do
-      python3 tools/bench_train_step.py --c $C/$cfg.yml --trainer --batch $b --height $h --width $w --steps ${TRAINER_STEPS:-30} \
+    for cfg in $RECIPE_PAIR; do
+      python3 tools/bench_train_step.py --c $cfg --trainer --batch $b --height $h --width $w --steps ${TRAINER_STEPS:-30} \
         --o Global.cuda_graphs=true "Train.datasets=[{type: synth, num_samples: 1000, preset: scene, seed: 0}]" \
         >> "$OUT/trainer_step.txt" 2>&1 || echo "$cfg $shape failed" >> "$OUT/trainer_step.txt"
     done
@@ -71,8 +70,7 @@ if [[ $PARTS == *trainer* ]]; then
   echo "== trainer step"; grep "trainer step\|failed" "$OUT/trainer_step.txt"
 fi
 if [[ $PARTS == *profile* ]]; then
-  C=configs/rec/svtrv2
-  python3 tools/bench_rec.py --configs $C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml \
+  python3 tools/bench_rec.py --configs $RECIPE_PAIR \
     --profile ${PROFILES:-train_graph:256:40x112:bf16} --profile-detail > "$OUT/profile_recipe.txt" 2>&1 || true
   echo "== profile"; grep -- "-- profile\|Self CUDA time total" "$OUT/profile_recipe.txt"
 fi

@@ -319,9 +319,9 @@ class Trainer:
                                  "img_per_s": images_seen / max(elapsed, 1e-9), "data_wait": data_wait / max(elapsed, 1e-9),
                                  "epoch": epoch}
                         stats.update({k: smooth.median(k) for k in smooth.values if k.endswith("_loss")})
-                        eager = getattr(self.forward, "eager_train_calls", None)  # Global.cuda_graphs only
-                        if eager is not None:
-                            stats["eager_encoder_steps"] = eager
+                        eager = None
+                        if isinstance(self.forward, GraphedTrainForward):  # Global.cuda_graphs
+                            eager = stats["eager_encoder_steps"] = self.forward.eager_train_calls
                             self.forward.eager_train_calls = 0
                         recorder.record("train", step, stats)
                         if progress is not None:
