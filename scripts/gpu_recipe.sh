@@ -5,8 +5,9 @@
 # device tool's 64 MiB). Results go to $OUT.
 #   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant (VARIANTS), side
 #                                         # by side; scored on the real training splits (held out here) + benchmarks
-#   bash scripts/gpu_recipe.sh throughput # loader img/s (7 and 15 workers), the model's and the trainer's train step
-#                                         # at batch 256, and with TRAIN_STEPS=N the training loop for N steps
+#   bash scripts/gpu_recipe.sh throughput # loader img/s (LOADER_WORKERS, default 7 and 15), the model's and the trainer's
+#                                         # train step at batch 256 (STEP_BENCH=0: not), and with TRAIN_STEPS=N the
+#                                         # training loop for N steps (RECIPE_ARGS="Global.profile_steps=[a,b]": a profile)
 #   bash scripts/gpu_recipe.sh start      # the recipe configs (CONFIGS; default both, side by side) in the
 #                                         # background (setsid), then watch them for WATCH seconds (RECIPE_ARGS,
 #                                         # SUFFIX: a variant)
@@ -109,17 +110,22 @@ elif [ "$MODE" = throughput ]; then
       echo "$cfg loader, $w workers:"; python3 tools/bench_data.py --c $C/$cfg.yml --o Train.num_workers=$w ${RECIPE_ARGS:-} \
         --batches 60 --warmup 10 2>&1 | tail -1
     done
-    echo "$cfg train step, B256 32x128 bf16 (model, loss, AdamW; then the trainer's own step):"
-    python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 2>&1 | tail -1
-    python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 --trainer 2>&1 | tail -2
+    if [ "${STEP_BENCH:-1}" = 1 ]; then
+      echo "$cfg train step, B256 32x128 bf16 (model, loss, AdamW; then the trainer's own step):"
+      python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 2>&1 | tail -1
+      python3 tools/bench_train_step.py --c $C/$cfg.yml --batch 256 --steps 30 --amp bf16 --trainer 2>&1 | tail -2
+    fi
     if [ -n "${TRAIN_STEPS:-}" ]; then  # the whole loop, loader and step together: img/s and data wait per log line
       rm -rf output/throughput/$cfg
       python3 tools/train_rec.py --c $C/$cfg.yml --o Global.max_steps=$TRAIN_STEPS Global.log_every=50 \
         Global.eval_every=null Global.save_every=null Global.use_tensorboard=false Global.plot=false \
         "Eval.datasets=[{type: lmdb, path: data/benchmarks/SVT_647}]" Global.output_dir=output/throughput/$cfg \
         ${RECIPE_ARGS:-} > "$OUT/train_$cfg.log" 2>&1
-      echo "$cfg training loop, $TRAIN_STEPS steps:"; grep -E "step [0-9]+/" "$OUT/train_$cfg.log" | cut -c22-130 | tail -8
+      echo "$cfg training loop, $TRAIN_STEPS steps:"; grep -E "step [0-9]+/" "$OUT/train_$cfg.log" | cut -c22-170 | tail -8
       grep -E "skipped samples|Error" "$OUT/train_$cfg.log" | tail -2
+      if [ -f output/throughput/$cfg/profile_steps.txt ]; then  # Global.profile_steps in RECIPE_ARGS
+        cp output/throughput/$cfg/profile_steps.txt "$OUT/profile_steps_$cfg.txt"; head -4 "$OUT/profile_steps_$cfg.txt"
+      fi
     fi
   done
 elif [ "$MODE" = start ]; then

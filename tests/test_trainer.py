@@ -297,3 +297,37 @@ def test_window_throughput_leaves_out_evaluation_and_checkpoint_time(tmp_path, m
     trainer.train()
     windows = history(tmp_path)
     assert len(windows) == 4 and all(w["img_per_s"] >= 2.0 for w in windows), [w["img_per_s"] for w in windows]
+
+
+@pytest.mark.parametrize("steps, max_steps, profiled", [([3, 5], 8, [3, 4, 5]), ([7, 20], 8, [7, 8])])
+def test_profile_steps_reports_exactly_the_chosen_steps_of_the_loop(tmp_path, steps, max_steps, profiled):
+    # Each step sleeps 30 ms and the first profiled one runs a garbage collection: the report must list
+    # exactly the profiled steps (a window cut short by max_steps included), walls of at least 30 ms, and
+    # the collection.
+    import gc
+    import re
+    import time
+    trainer = Trainer(tiny_config(tmp_path, max_steps=max_steps, profile_steps=steps, log_every=4))
+    step_fn = trainer.train_step
+
+    def slow_step(batch):
+        time.sleep(0.03)
+        if trainer.state["global_step"] + 1 == profiled[0]:
+            gc.collect()
+        return step_fn(batch)
+
+    trainer.train_step = slow_step
+    trainer.train()
+    with open(os.path.join(tmp_path, "profile_steps.txt")) as f:
+        report = f.read()
+    rows = [line.split() for line in report.splitlines() if re.fullmatch(r"\s*\d+\s+[\d.]+\s+[\d.]+", line)]
+    assert [int(r[0]) for r in rows] == profiled
+    assert all(float(r[1]) >= 30.0 for r in rows), rows
+    assert int(re.search(r"garbage collections: (\d+)", report).group(1)) >= 1
+    assert "Self CPU" in report  # the profiler's op table
+
+
+@pytest.mark.parametrize("value", [[5, 3], [0, 2], [4], "3-5", [True, 2]])
+def test_profile_steps_must_be_first_and_last(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"profile_steps"):
+        Trainer(tiny_config(tmp_path, profile_steps=value))

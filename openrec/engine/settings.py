@@ -6,6 +6,7 @@ from typing import Literal
 
 from ..config import ConfigError
 from ..registry import validate_kwargs
+from .step_profiler import check_profile_steps
 
 __all__ = ["GlobalSettings", "OptimizerSettings", "SchedulerSettings", "parse_settings"]
 
@@ -40,6 +41,7 @@ class GlobalSettings:
     max_skip_fraction: float | None = 0.5      # stop (after saving) when more of a log window's samples were skipped
     compile: bool = False                      # torch.compile the model for training (one graph per bucket)
     cuda_graphs: bool = False                  # replay the encoder's train fwd+bwd from CUDA graphs (per shape)
+    profile_steps: list[int] | None = None     # [first, last]: profile these steps of the loop (profile_steps.txt)
 
 
 @dataclass
@@ -80,6 +82,7 @@ def parse_settings(config: dict) -> tuple[GlobalSettings, OptimizerSettings, Sch
     settings = _build(GlobalSettings, config.get("Global"), "Global")
     if settings.max_skip_fraction is not None and not 0.0 < settings.max_skip_fraction < 1.0:
         raise ConfigError(f"Global.max_skip_fraction must be in (0, 1) or null, got {settings.max_skip_fraction}")
+    check_profile_steps(settings.profile_steps)
     if settings.max_steps is not None and settings.max_steps < 1:
         raise ConfigError(f"Global.max_steps must be >= 1, got {settings.max_steps}")
     return settings, _build(OptimizerSettings, config.get("Optimizer"), "Optimizer"), \

@@ -28,6 +28,7 @@ from .guards import NonFiniteGuard, SkipWindow, TrainingStopped
 from .logging_utils import RunRecorder, SmoothedValues, setup_logger
 from .optim import ModelEMA, build_optimizer, build_scheduler
 from .settings import parse_settings
+from .step_profiler import StepProfiler, check_profile_steps
 from .train_graphs import GraphedTrainForward
 
 __all__ = ["Trainer", "TrainingStopped"]
@@ -272,6 +273,8 @@ class Trainer:
         paused = 0.0  # evaluation and checkpoint time inside a log window: left out of its img/s
         window, empty_in_a_row = SkipWindow(), 0
         deadline = time.perf_counter() + 60 * s.max_minutes if s.max_minutes else float("inf")
+        profile_steps = check_profile_steps(s.profile_steps)
+        profiler = StepProfiler(profile_steps, s.output_dir, self.device, self.logger.info) if profile_steps and main else None
         out_of_time = False
         try:
             while self.state["global_step"] < self.total_steps and not out_of_time:
@@ -282,9 +285,13 @@ class Trainer:
                 progress = self._progress(len(sampler), epoch) if main else None
                 batches = iter(self.train_loader)
                 while True:
+                    if profiler is not None:
+                        profiler.step_begins(self.state["global_step"] + 1)
                     wait_start = time.perf_counter()
                     batch = next(batches, None)
                     data_wait += time.perf_counter() - wait_start  # the loader's share of the step (logged)
+                    if profiler is not None:
+                        profiler.data_ready()
                     if batch is None:
                         break
                     window.add(batch, self.skipped)
@@ -303,6 +310,8 @@ class Trainer:
                     self.state["global_step"] += 1
                     self.state["batch_in_epoch"] += 1
                     step = self.state["global_step"]
+                    if profiler is not None:
+                        profiler.step_ends(step)
                     images_seen += len(batch["text"]) * self.dist.world_size
                     self.non_finite.record(result["ok"])
                     if not self.skip_on_device or step % s.log_every == 0:  # a device check waits for the GPU
@@ -360,6 +369,8 @@ class Trainer:
                 self._evaluate_and_record(recorder, self.state["global_step"])
                 self.save("latest.pth")
         finally:
+            if profiler is not None:
+                profiler.finish()
             if recorder is not None:
                 recorder.plot()
                 recorder.close()
