@@ -126,6 +126,12 @@ elif [ "$MODE" = throughput ]; then
       if [ -f output/throughput/$cfg/profile_steps.txt ]; then  # Global.profile_steps in RECIPE_ARGS
         cp output/throughput/$cfg/profile_steps.txt "$OUT/profile_steps_$cfg.txt"; head -4 "$OUT/profile_steps_$cfg.txt"
       fi
+      if [ "${EVAL_TIMING:-0}" = 1 ]; then  # the evaluation alone, on the loop's last checkpoint
+        start=$(date +%s.%N)
+        python3 tools/eval_rec.py --c output/throughput/$cfg/config.yml --o Global.checkpoints=output/throughput/$cfg/latest.pth \
+          --sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857 > "$OUT/eval_$cfg.txt" 2>&1
+        echo "$cfg eval_rec on the three benchmarks: $(python3 -c "import time; print(f'{time.time() - $start:.1f}')") s; $(grep Average "$OUT/eval_$cfg.txt")"
+      fi
     fi
   done
 elif [ "$MODE" = start ]; then
