@@ -106,7 +106,8 @@ if [ "$MODE" = ablation ]; then
     --json "$OUT/ablation.json"
 elif [ "$MODE" = throughput ]; then
   for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do
-    for w in ${LOADER_WORKERS:-7 15}; do
+    for w in ${LOADER_WORKERS:-7 15}; do  # LOADER_WORKERS=none: no loader benchmark
+      [ "$w" = none ] && continue
       echo "$cfg loader, $w workers:"; python3 tools/bench_data.py --c $C/$cfg.yml --o Train.num_workers=$w ${RECIPE_ARGS:-} \
         --batches 60 --warmup 10 2>&1 | tail -1
     done
