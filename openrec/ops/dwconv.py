@@ -22,14 +22,16 @@ Outputs are channels-last. Why a kernel: with cuDNN every such convolution on a 
 a convolution, a separate broadcast kernel for the bias and a separate add or SiLU, and in training
 two more convolutions and a slow column sum for the bias gradient (perf note 34).
 
-:func:`dwconv3x3` runs a call on the kernel where it takes it (CUDA, fp32/fp16/bf16, channels
-divisible by 4, weight and bias fp32 or x's dtype, not under ``torch.compile``) *and* the GPU is the
-limit (:func:`openrec.ops.kernels.kernel_routing`, shared with LayerNorm): inside a CUDA-graph capture, and for eager calls of
-at least ``DWCONV_EAGER_MIN_PIXELS`` pixels (N*H*W). Small eager steps are host-bound, and there the
-custom op's Python autograd did not pay (perf note 34). On the CPU, calls that want no gradient take
-the C++ kernel (:func:`dwconv3x3_cpu_kernel_applies`; perf note 49). Everything else is ``F.conv2d``
-plus the epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never uses a kernel,
-``=kernel`` uses the CUDA one for every call it takes.
+:func:`dwconv3x3` runs every call the kernel takes (CUDA, fp32/fp16/bf16, channels divisible by 4,
+weight and bias fp32 or x's dtype, not under ``torch.compile``) on the kernel. Not cuDNN for small
+eager calls either: cuDNN builds a plan for each new input shape of a channels-last depthwise
+convolution, about 0.1 s a call on the host, so every batch shape seen for the first time (a
+bucket's partial batch in training, each batch size and width in evaluation and inference) cost
+Mamba-T ~4 s (H100, 2026-12-07, perf note 64). On the CPU, calls that want no gradient take the C++
+kernel (:func:`dwconv3x3_cpu_kernel_applies`; perf note 49). Everything else is ``F.conv2d`` plus
+the epilogue, exactly the modules' previous code. ``OPENREC_DWCONV=torch`` never uses a kernel;
+``=auto`` is the earlier rule (:func:`openrec.ops.kernels.kernel_routing`): the CUDA kernel inside
+CUDA-graph captures and for eager calls of at least ``DWCONV_EAGER_MIN_PIXELS`` pixels (N*H*W).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ __all__ = ["dwconv3x3", "dwconv3x3_torch", "dwconv3x3_backward_torch", "dwconv3x
            "dwconv3x3_cpu_kernel_applies", "EPILOGUES", "DWCONV_EAGER_MIN_PIXELS"]
 
 EPILOGUES = {"none": 0, "residual": 1, "silu": 2, "gelu_residual": 3}
-DWCONV_EAGER_MIN_PIXELS = 131072  # e.g. B64 8x256: long text, where the eager kernel gained 14% (perf note 34)
+DWCONV_EAGER_MIN_PIXELS = 131072  # OPENREC_DWCONV=auto only: e.g. B64 8x256 (perf note 34)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -157,7 +159,7 @@ def dwconv3x3_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.
             and x.dtype in _KERNEL_DTYPES and weight.dtype == bias.dtype and weight.dtype in (torch.float32, x.dtype)
             and tuple(weight.shape) == (x.shape[1], 1, 3, 3) and not torch.compiler.is_compiling()):
         return False
-    return kernel_routing("OPENREC_DWCONV", "auto", "openrec::dwconv3x3", x.shape[0] * x.shape[2] * x.shape[3],
+    return kernel_routing("OPENREC_DWCONV", "kernel", "openrec::dwconv3x3", x.shape[0] * x.shape[2] * x.shape[3],
                           DWCONV_EAGER_MIN_PIXELS)
 
 
@@ -171,7 +173,7 @@ def dwconv3x3_cpu_kernel_applies(x: torch.Tensor, weight: torch.Tensor, bias: to
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return False
     if (torch.is_autocast_enabled("cpu") or export_formulation.active or torch.compiler.is_compiling()
-            or routing_mode("OPENREC_DWCONV", "auto") == "torch"):
+            or routing_mode("OPENREC_DWCONV", "kernel") == "torch"):
         return False
     return has_cpu_kernel("openrec::dwconv3x3")
 

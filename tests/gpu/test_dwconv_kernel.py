@@ -78,6 +78,8 @@ def test_opcheck_on_cuda():
 def test_routing(monkeypatch):
     x, weight, bias, _ = _inputs((2, 8, 4, 4), torch.float32, torch.float32)
     big = torch.randn(DWCONV_EAGER_MIN_PIXELS // 64, 8, 8, 8, device="cuda")
+    monkeypatch.delenv("OPENREC_DWCONV", raising=False)
+    assert dwconv3x3_kernel_applies(x, weight, bias)  # the default: small eager calls too (no cuDNN plan per shape)
     monkeypatch.setenv("OPENREC_DWCONV", "auto")
     assert not dwconv3x3_kernel_applies(x, weight, bias)  # a small eager call: host-bound, stays cuDNN
     assert dwconv3x3_kernel_applies(big, weight, bias)

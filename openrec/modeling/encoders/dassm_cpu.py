@@ -31,7 +31,7 @@ def cpu_inference_applies(block, x: torch.Tensor) -> bool:
     kernels loaded and not routed away, and no forward hook on a submodule."""
     return (x.dtype == torch.float32 and x.dim() == 4 and block.norm2.running_mean is not None
             and cpu_inference_fixed(block, x, "OPENREC_DASSM_CPU_FLAT")
-            and routing_mode("OPENREC_DWCONV", "auto") != "torch" and all(map(has_cpu_kernel, _NEEDED_KERNELS)))
+            and routing_mode("OPENREC_DWCONV", "kernel") != "torch" and all(map(has_cpu_kernel, _NEEDED_KERNELS)))
 
 
 def dassm_block_cpu_inference(block, x: torch.Tensor) -> torch.Tensor:
