@@ -201,3 +201,23 @@ def test_layer_norm_bf16_copies_follow_every_optimizer_step(optimizer):
     norm.load_state_dict({"weight": torch.full((8,), 3.0), "bias": torch.zeros(8)})
     with torch.no_grad():
         assert torch.equal(norm._bf16_affine()[0], torch.full((8,), 3.0, dtype=torch.bfloat16))
+
+
+def test_attention_helper_on_cpu_is_sdpa_and_leaves_the_backend_flags_alone(monkeypatch):
+    from openrec.modeling import common
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 5, 8), torch.randn(3, 2, 7, 8), torch.randn(3, 2, 7, 8)
+    mask = torch.rand(3, 1, 1, 7) > 0.3
+    mask[..., 0] = True
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def watched(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(common.F, "scaled_dot_product_attention", watched)
+    out = common.attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~mask, float("-inf"))
+    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5, atol=1e-6)
+    assert seen == [torch.backends.cuda.cudnn_sdp_enabled()]

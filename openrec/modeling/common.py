@@ -7,9 +7,28 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..ops import layer_norm, linear
+from ..ops.kernels import env_switch
 from .cpu_flat import attention_block_cpu_inference, cpu_inference_fixed
 
-__all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates"]
+__all__ = ["DropPath", "Mlp", "Attention", "Block", "ConvBNLayer", "LayerNorm", "LayerNorm2d", "drop_path_rates",
+           "attention"]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              dropout_p: float = 0.0) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, kept off cuDNN's backend on CUDA (flash, memory-efficient or
+    math instead) unless ``OPENREC_CUDNN_ATTENTION=1``. cuDNN builds a graph for every new input shape,
+    0.2-0.4 s on the host, and the SMTR decoder's shapes change with nearly every batch (the batch's
+    substring count); at the recipe's shapes the other backends were no slower (H100, 2026-12-07,
+    perf note 64). A user who switched cuDNN attention off keeps it off."""
+    if (q.is_cuda and torch.backends.cuda.cudnn_sdp_enabled() and not torch.compiler.is_compiling()
+            and not env_switch("OPENREC_CUDNN_ATTENTION", "0")):
+        torch.backends.cuda.enable_cudnn_sdp(False)  # a flag read when SDPA picks its backend; restored below
+        try:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        finally:
+            torch.backends.cuda.enable_cudnn_sdp(True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
 
 def drop_path_rates(drop_path_rate: float, total_depth: int) -> list[float]:
@@ -67,7 +86,7 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = linear(x, self.qkv.weight, self.qkv.bias).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(linear(x.transpose(1, 2).reshape(b, n, c), self.proj.weight, self.proj.bias))
 
 

@@ -11,11 +11,10 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ...registry import DECODERS
 from ...text.charset import Charset
-from ..common import DropPath, drop_path_rates
+from ..common import DropPath, attention, drop_path_rates
 
 __all__ = ["SMTRDecoder", "CrossAttention", "SubstringMatchLayer"]
 
@@ -34,7 +33,7 @@ class CrossAttention(nn.Module):
         heads, hd = self.num_heads, c // self.num_heads
         q = self.q(query).reshape(b, nq, heads, hd).transpose(1, 2)
         k, v = self.kv(context).reshape(b, -1, 2, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, nq, c))
 
 
