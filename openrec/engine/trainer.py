@@ -310,8 +310,10 @@ class Trainer:
                     self.state["global_step"] += 1
                     self.state["batch_in_epoch"] += 1
                     step = self.state["global_step"]
-                    if profiler is not None:
+                    if profiler is not None:  # its report (at the window's last step) is left out of the img/s
+                        report_start = time.perf_counter()
                         profiler.step_ends(step)
+                        paused += time.perf_counter() - report_start
                     images_seen += len(batch["text"]) * self.dist.world_size
                     self.non_finite.record(result["ok"])
                     if not self.skip_on_device or step % s.log_every == 0:  # a device check waits for the GPU
