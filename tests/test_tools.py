@@ -220,3 +220,32 @@ def test_ab_env_inference_without_a_switch_times_the_configs_side_by_side(tmp_pa
     assert all(r["faults_per_forward"] >= 0 and r["rounds"] == 2 for r in rows)
     with pytest.raises(SystemExit):  # a switch without its values (or values without a switch) is an error
         ab.main(["--env", "OPENREC_DWCONV", "--configs", *configs])
+
+
+def test_bench_new_shapes_gives_every_arm_unseen_batch_sizes_and_restores_the_switch(tmp_path, monkeypatch):
+    tool = _load_script("tools", "bench_new_shapes.py")
+    monkeypatch.setenv("OPENREC_DWCONV", "kernel")
+    seen = []  # (batch size, switch) of every forward
+    real_subject = tool.Subject
+
+    def watched_subject(*args, **kwargs):
+        subject = real_subject(*args, **kwargs)
+        subject.model.register_forward_pre_hook(
+            lambda module, inputs: seen.append((inputs[0].shape[0], os.environ.get("OPENREC_DWCONV"))))
+        return subject
+
+    monkeypatch.setattr(tool, "Subject", watched_subject)
+    out = tmp_path / "new_shapes.json"
+    assert tool.main(["--configs", "configs/rec/svtrv2/svtrv2_mamba_tiny_gtc_rctc.yml", "--env", "OPENREC_DWCONV",
+                      "--values", "auto", "torch", "--sdpa-without-cudnn", "--shapes", "2", "--batch", "20",
+                      "--width", "32", "--device", "cpu", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["arm"], r["kind"]) for r in rows] == [(a, k) for a in ("OPENREC_DWCONV=auto", "OPENREC_DWCONV=torch",
+                                                                    "sdpa=no-cudnn") for k in ("train", "infer")]
+    sizes = [s for r in rows for s in r["batch_sizes"]]
+    assert sizes == list(range(20, 8, -1))  # every timed call a batch size the process had not run
+    assert all(r["first_ms"] > 0 and r["repeat_ms"] > 0 for r in rows)
+    timed = [s for s in seen if s[0] != 8]  # 8: the warm-up step
+    assert timed[:4] == [(20, "auto"), (20, "auto"), (19, "auto"), (19, "auto")]  # first call and its repeat
+    assert timed[-1] == (9, None)  # the sdpa arm runs with the default switch
+    assert os.environ["OPENREC_DWCONV"] == "kernel"
