@@ -341,7 +341,7 @@ class Trainer:
                         self.logger.info(f"epoch {epoch} step {step}/{self.total_steps} loss {stats['loss']:.4f} "
                                          f"lr {stats['lr']:.3e} {stats['img_per_s']:.0f} img/s "
                                          f"(data wait {stats['data_wait']:.0%}"
-                                         + (f", {eager} eager encoder steps" if eager else "") + ")"
+                                         + (f", {eager} eager encoder step{'' if eager == 1 else 's'}" if eager else "") + ")"
                                          + "".join(f" {k} {smooth.median(k):.4f}" for k in smooth.values if k.endswith("_loss")))
                         tick, images_seen, data_wait, paused = time.perf_counter(), 0, 0.0, 0.0
                     pause_start = time.perf_counter()
