@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
+import numpy as np
 import torch
 
 from ..registry import LABEL_ENCODERS
@@ -22,6 +23,12 @@ class LabelRejected(ValueError):
     def __init__(self, reason: str, text: str):
         super().__init__(f"{reason}: {text!r}")
         self.reason = reason
+
+
+def _long(values) -> torch.Tensor:
+    """An int64 tensor of a Python int or (nested) list, through numpy: 2-5x cheaper than torch.tensor on
+    lists, and label encoding runs for every training sample in the loader's workers."""
+    return torch.from_numpy(np.array(values, dtype=np.int64))
 
 
 class _BaseEncode:
@@ -50,8 +57,7 @@ class CTCLabelEncode(_BaseEncode):
         idx, unknown = self.to_indices(text)
         # one tensor per field from a Python list: per-element tensor writes cost more than the encoding
         label = [i + 1 for i in idx] + [0] * (self.charset.max_text_length - len(idx))
-        return {"ctc_label": torch.tensor(label, dtype=torch.long), "ctc_length": torch.tensor(len(idx)),
-                "unknown_chars": torch.tensor(unknown)}
+        return {"ctc_label": _long(label), "ctc_length": _long(len(idx)), "unknown_chars": _long(unknown)}
 
 
 @LABEL_ENCODERS.register("SMTRLabelEncode")
@@ -109,9 +115,8 @@ class SMTRLabelEncode(_BaseEncode):
         pad, empty = self.charset.smtr_pad, self.slots - len(pairs)
         subs = [ctx for ctx, _ in pairs] + [[pad] * self.sub_str_len] * empty
         targets = [target for _, target in pairs] + [pad] * empty
-        return {f"smtr_{prefix}_subs": torch.tensor(subs, dtype=torch.long),
-                f"smtr_{prefix}_label": torch.tensor(targets, dtype=torch.long),
-                f"smtr_{prefix}_count": torch.tensor(len(pairs))}
+        return {f"smtr_{prefix}_subs": _long(subs), f"smtr_{prefix}_label": _long(targets),
+                f"smtr_{prefix}_count": _long(len(pairs))}
 
     def __call__(self, text: str, rng: random.Random | None = None) -> dict:
         idx, unknown = self.to_indices(text)
@@ -120,7 +125,7 @@ class SMTRLabelEncode(_BaseEncode):
         nxt, pre = self.pairs(tokens)
         label = [self.charset.smtr_bos] + tokens + [self.charset.smtr_eos]
         label += [self.charset.smtr_pad] * (self.charset.max_text_length + 2 - len(label))
-        out = {"smtr_label": torch.tensor(label, dtype=torch.long), "unknown_chars": torch.tensor(unknown)}
+        out = {"smtr_label": _long(label), "unknown_chars": _long(unknown)}
         out.update(self._pack(self._noisy(nxt, rng), "next"))
         out.update(self._pack(self._noisy(pre, rng), "pre"))
         return out
