@@ -16,7 +16,9 @@ DATA=/tmp/new_shape_data
   .carry/gpudata.tar.xz $DATA
 C=configs/rec/svtrv2
 ARMS=${ARMS:-auto kernel}
-python3 tools/bench_new_shapes.py --configs $C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml \
+# OPENREC_CUDNN_ATTENTION=1: the switch arms keep cuDNN's attention backend, as the default was before
+# 2026-12-07 (perf note 64); the --sdpa-without-cudnn arm takes it away, as the default does now.
+OPENREC_CUDNN_ATTENTION=1 python3 tools/bench_new_shapes.py --configs $C/svtrv2_mamba_tiny_real.yml $C/svtrv2_tiny_real.yml \
   --env OPENREC_DWCONV --values $ARMS --sdpa-without-cudnn --shapes ${SHAPES:-3} --json "$OUT/new_shapes.json" 2>&1 | grep -v Warning
 for arm in $ARMS; do  # the released Mamba-T on the three benchmarks, a fresh process each
   start=$(date +%s.%N)
