@@ -32,6 +32,7 @@ from openrec.config import apply_overrides, load_config  # noqa: E402
 from openrec.engine.describe import describe_cpu_run, sample_label_batch  # noqa: E402
 from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.infer import CudaGraphForward  # noqa: E402
+from openrec.engine.step_profiler import LAUNCH_EVENTS  # noqa: E402
 from openrec.engine.train_graphs import GraphedTrainForward  # noqa: E402
 from openrec.losses import build_loss  # noqa: E402
 from openrec.modeling import build_model  # noqa: E402
@@ -227,8 +228,7 @@ def profile_row(subject: Subject, kind: str, batch_size: int, width: int, amp, h
             fn()
         sync()
     events = prof.key_averages()
-    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
-                                                         "cudaGraphLaunch"))  # a graph replay counts once
+    launches = sum(e.count for e in events if e.key in LAUNCH_EVENTS)  # a graph replay counts once
     print(f"-- profile: {kind} B{batch_size} {height}x{width} {amp or 'fp32'}: {launches / steps:.0f} kernel launches per call",
           flush=True)
     rows, width_chars = (60, 160) if detail else (22, 58)

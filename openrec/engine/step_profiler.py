@@ -45,7 +45,7 @@ class StepProfiler:
         self.rows: list[tuple[int, float, float]] = []  # (step, wall ms, loader wait ms)
         self.gc_ms: list[float] = []
         self._gc_start = 0.0
-        self._step_start = self._data_ready = 0.0
+        self._step_start = self._data_ready = self.window_start = 0.0
         self.done = False
 
     def _on_gc(self, phase: str, info: dict) -> None:

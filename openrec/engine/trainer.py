@@ -28,7 +28,7 @@ from .guards import NonFiniteGuard, SkipWindow, TrainingStopped
 from .logging_utils import RunRecorder, SmoothedValues, setup_logger
 from .optim import ModelEMA, build_optimizer, build_scheduler
 from .settings import parse_settings
-from .step_profiler import StepProfiler, check_profile_steps
+from .step_profiler import StepProfiler
 from .train_graphs import GraphedTrainForward
 
 __all__ = ["Trainer", "TrainingStopped"]
@@ -273,8 +273,8 @@ class Trainer:
         paused = 0.0  # evaluation and checkpoint time inside a log window: left out of its img/s
         window, empty_in_a_row = SkipWindow(), 0
         deadline = time.perf_counter() + 60 * s.max_minutes if s.max_minutes else float("inf")
-        profile_steps = check_profile_steps(s.profile_steps)
-        profiler = StepProfiler(profile_steps, s.output_dir, self.device, self.logger.info) if profile_steps and main else None
+        profiler = (StepProfiler(tuple(s.profile_steps), s.output_dir, self.device, self.logger.info)  # checked by parse_settings
+                    if s.profile_steps and main else None)
         out_of_time = False
         try:
             while self.state["global_step"] < self.total_steps and not out_of_time:
