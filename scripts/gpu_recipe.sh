@@ -8,7 +8,7 @@
 #   bash scripts/gpu_recipe.sh throughput # loader img/s (LOADER_WORKERS, default 7 and 15), the model's and the trainer's
 #                                         # train step at batch 256 (STEP_BENCH=0: not), and with TRAIN_STEPS=N the
 #                                         # training loop for N steps (RECIPE_ARGS="Global.profile_steps=[a,b]": a profile)
-#   bash scripts/gpu_recipe.sh start      # the recipe configs (CONFIGS; default both, side by side) in the
+#   bash scripts/gpu_recipe.sh start      # the recipe configs (CONFIGS, side by side; default the Mamba one) in the
 #                                         # background (setsid), then watch them for WATCH seconds (RECIPE_ARGS,
 #                                         # SUFFIX: a variant)
 #   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec, releases
@@ -17,8 +17,9 @@
 # A start or finish call that ends while runs still train returns progress.tar.gz (logs) and snapshot_RUN/
 # (the fp16 weights of each run's last save), in case the machine is gone by the next call.
 # A lent machine is held at most 30 minutes and goes back 30 s after a call ends: start and finish must
-# run on the same one, in calls that follow each other at once. One model with the whole machine:
-#   CONFIGS=svtrv2_mamba_tiny_real RECIPE_ARGS="Train.num_workers=15 ..." bash scripts/gpu_recipe.sh start
+# run on the same one, in calls that follow each other at once. The recipe as in README (its 15 loader
+# workers want the whole machine, so one model at a time; CONFIGS=svtrv2_tiny_real for the twin):
+#   RECIPE_ARGS="Global.cuda_graphs=true" bash scripts/gpu_recipe.sh start
 # The lr-matched Mamba run of README:
 #   CONFIGS=svtrv2_mamba_tiny_real SUFFIX=_lr5e-4 RECIPE_ARGS="Optimizer.lr=0.0005" bash scripts/gpu_recipe.sh start
 set -uo pipefail
@@ -139,10 +140,12 @@ elif [ "$MODE" = start ]; then
   # a snapshot of the code (kernels included) with its own data link, run from there
   rm -rf $WORK/code && mkdir -p $WORK/code $WORK/output/recipe && cp -r openrec tools configs $WORK/code/
   ln -sfn $GPUDATA/data $WORK/code/data
-  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real svtrv2_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
+  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
+    # The outer redirection too: the shell that runs the backgrounded `cd && python3` list keeps this
+    # script's stdout until the run ends, so `gpu_recipe.sh start | tail` would wait for the whole run.
     (cd $WORK/code && PYTHONPATH=/tmp/site:$GPUDATA/site:$WORK/code setsid nohup python3 tools/train_rec.py \
       --c $C/$cfg.yml --o Global.output_dir=$WORK/output/recipe/$cfg${SUFFIX:-} Global.use_tensorboard=false \
-      ${RECIPE_ARGS:-} > $WORK/output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &)
+      ${RECIPE_ARGS:-} > $WORK/output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &) > /dev/null 2>&1 < /dev/null
   done
   watch_runs ${WATCH:-500}
   runs_alive && snapshot_progress

@@ -160,6 +160,26 @@ def test_dataset_counts_skips_and_keeps_going(tmp_path):
     assert batches[0]["image"].shape[1:] == (3, 48, 96) and torch.all(batches[0]["image"] <= 1)
 
 
+def test_persistent_training_workers_follow_the_epoch():
+    # Training workers outlive an epoch (their font caches stay warm): every epoch must still give the
+    # batches a loader without workers gives, and the epochs must differ.
+    cfg = validate_section({"datasets": [{"type": "synth", "num_samples": 24, "seed": 2}], "batch_size": 8,
+                            "num_workers": 2}, "Train")
+    ds = build_dataset(cfg, CHARSET, build_label_encoder({"name": "CTCLabelEncode"}, CHARSET), True, 0)
+    with_workers, without = build_loader(ds, cfg, True, 0), build_loader(ds, dict(cfg, num_workers=0), True, 0)
+    assert with_workers.persistent_workers and not build_loader(ds, cfg, False, 0).persistent_workers
+    epochs = []
+    for epoch in range(3):
+        got = {}
+        for name, loader in (("workers", with_workers), ("main", without)):
+            loader.batch_sampler.set_epoch(epoch)
+            got[name] = [(b["text"], b["image"]) for b in loader]
+        assert [t for t, _ in got["workers"]] == [t for t, _ in got["main"]], epoch
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got["workers"], got["main"])), epoch
+        epochs.append(sorted(t for texts, _ in got["main"] for t in texts))
+    assert epochs[0] != epochs[1] != epochs[2]
+
+
 def test_section_validation_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"Train: unknown key 'batchsize'.*'batch_size'"):
         validate_section({"datasets": [{"type": "synth", "num_samples": 2}], "batchsize": 4}, "Train")

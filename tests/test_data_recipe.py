@@ -73,6 +73,19 @@ def test_scene_preset_is_reproducible_and_differs_from_default():
     assert differ == 12
 
 
+def test_font_cache_holds_every_face_and_size_and_never_changes_a_pixel():
+    cached = SynthSource(CHARS, 25, num_samples=40, seed=4, preset="scene")
+    uncached = SynthSource(CHARS, 25, num_samples=40, seed=4, preset="scene")
+    low, high = cached.renderer.style.font_size
+    assert cached.renderer.font_cache_size == min(16384, len(cached.fonts) * (high - low + 1))
+    uncached.renderer.font_cache_size = 1  # every sample opens its face afresh
+    for i in list(range(40)) + list(range(40)):  # the second pass renders from cached faces
+        img_c, text_c = cached.load(i, 0, None)
+        img_u, text_u = uncached.load(i, 0, None)
+        assert text_c == text_u and np.array_equal(img_c, img_u), i
+    assert len(uncached.renderer._font_cache) == 1 and len(cached.renderer._font_cache) > 1
+
+
 def test_style_rejects_unknown_keys_and_values():
     with pytest.raises(KeyError, match="unknown synth style key 'p_blurr'"):
         SynthStyle.from_dict({"p_blurr": 0.1})

@@ -125,7 +125,10 @@ def build_loader(dataset: RecDataset, cfg: dict, train: bool, seed: int, rank: i
     # A private generator: creating an iterator must not consume the global RNG that dropout and
     # drop-path use, or a resumed run would drift from the uninterrupted one.
     generator = torch.Generator().manual_seed(seed)
+    # Training workers live for the whole run, so that their synthetic engines keep the font cache
+    # warm across epochs (perf note 66). Safe: every item carries its epoch (the sampler's), and a
+    # sample is a function of (seed, epoch, index), so a worker never reads a stale epoch.
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_samples,
                                        pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None,
+                                       persistent_workers=bool(train and workers), prefetch_factor=4 if workers else None,
                                        generator=generator)

@@ -61,17 +61,23 @@ class SynthRenderer:
             families.setdefault(_family(path), []).append(path)
         self.families = [families[k] for k in sorted(families)]
         self._font_cache: dict = {}
+        # Room for every (face, size) the style can draw, up to 16384 (~22 KB each, ~350 MB): a miss
+        # costs 0.7-0.9 ms of the ~2 ms sample, far more than opening the face (0.16 ms), since the
+        # fresh face also lays out and rasterises its first glyphs cold (perf note 66).
+        low, high = style.font_size
+        self.font_cache_size = max(1, min(16384, len(self.fonts) * (high - low + 1)))
+        self.font_opens = 0  # cache misses, for tools/bench_synth.py
         tex_rng = np.random.default_rng(seed + 7919)
         self.textures = [self._make_texture(tex_rng) for _ in range(num_textures)]
 
     # ---- glyphs -------------------------------------------------------------------------------
     def _font(self, path: str, size: int) -> ImageFont.FreeTypeFont:
-        # Least-recently-used cache: 400 faces x 25 sizes do not all fit, and clearing the whole cache
-        # when full (as before) threw away the hot entries; a face costs ~22 KB, so 4096 cost ~90 MB.
+        # Least-recently-used, in case more pairs exist than font_cache_size holds.
         key = (path, size)
         font = self._font_cache.pop(key, None)
         if font is None:
-            if len(self._font_cache) >= 4096:
+            self.font_opens += 1
+            if len(self._font_cache) >= self.font_cache_size:
                 del self._font_cache[next(iter(self._font_cache))]
             font = ImageFont.truetype(path, size)
         self._font_cache[key] = font

@@ -1,0 +1,46 @@
+"""Why tests/gpu/test_train_graphs.py's GTC bf16 case parts: the eager model against itself, twice, per
+attention backend. If two eager runs already differ as much as eager and graphed do, the test measures
+the attention backward's run-to-run noise (amplified by DAS's offset gradient), not the graphs."""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.getcwd())
+os.environ.update(OPENREC_LAYER_NORM="kernel", OPENREC_DWCONV="kernel")
+from openrec.losses import build_loss  # noqa: E402
+from openrec.modeling import build_model  # noqa: E402
+from openrec.text import build_charset  # noqa: E402
+from tests.gpu.test_train_graphs import batches, run  # noqa: E402
+from tests.helpers import LOSSES, tiny_arch  # noqa: E402
+
+torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+head = "GTC"
+torch.manual_seed(0)
+charset = build_charset(None, False, 25)
+model = build_model(tiny_arch(head, drop_path_rate=0.0), charset).cuda()
+loss_fn = build_loss(LOSSES[head], charset)
+shapes = [(6, 128), (4, 96), (6, 128), (3, 160), (4, 96), (6, 128), (3, 160)]
+data = batches(head, charset, shapes, seed=int(torch.randint(0, 10**6, ())))
+names = [n for n, p in model.named_parameters()]
+
+
+def worst(g1, g2):
+    """(relative error, parameter name, step) of the worst gradient, each relative to its own scale
+    floored at 1% of the step's largest gradient, as the test measures it."""
+    out = (0.0, "", -1)
+    for step, (a_list, b_list) in enumerate(zip(g1, g2)):
+        floor = 1e-2 * max(float(a.abs().max()) for a in a_list)
+        for name, a, b in zip(names, a_list, b_list):
+            err = float((a - b).abs().max()) / (max(float(a.abs().max()), floor) + 1e-12)
+            out = max(out, (err, name, step))
+    return out
+
+
+for arm in ("0", "1"):
+    os.environ["OPENREC_CUDNN_ATTENTION"] = arm
+    l1, g1, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
+    l2, g2, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
+    l3, g3, _ = run(model, loss_fn, data, torch.bfloat16, graphs=True)
+    print(f"OPENREC_CUDNN_ATTENTION={arm}: eager vs eager {worst(g1, g2)}; eager vs graphed {worst(g1, g3)}; "
+          f"losses equal eager/eager {torch.equal(l1, l2)}")
