@@ -62,8 +62,8 @@ class SynthRenderer:
         self.families = [families[k] for k in sorted(families)]
         self._font_cache: dict = {}
         # Room for every (face, size) the style can draw, up to 16384 (~22 KB each, ~350 MB): a miss
-        # costs 0.7-0.9 ms of the ~2 ms sample, far more than opening the face (0.16 ms), since the
-        # fresh face also lays out and rasterises its first glyphs cold (perf note 66).
+        # costs ~0.7 ms of the ~2 ms sample (measured, perf note 66), several times the 0.15 ms of
+        # opening the face.
         low, high = style.font_size
         self.font_cache_size = max(1, min(16384, len(self.fonts) * (high - low + 1)))
         self.font_opens = 0  # cache misses, for tools/bench_synth.py
