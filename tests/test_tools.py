@@ -249,3 +249,14 @@ def test_bench_new_shapes_gives_every_arm_unseen_batch_sizes_and_restores_the_sw
     assert timed[:4] == [(20, "auto"), (20, "auto"), (19, "auto"), (19, "auto")]  # first call and its repeat
     assert timed[-1] == (9, None)  # the sdpa arm runs with the default switch
     assert os.environ["OPENREC_DWCONV"] == "kernel"
+
+
+def test_classify_errors_sorts_misreads_by_kind(tmp_path, capsys):
+    tsv = tmp_path / "errors.tsv"
+    tsv.write_text("A\tGRILL\tGril\nA\tSHOGUN\tSHOCUN\nA\tCAFE\tCAFEE\nB\tSTARBUCKS\tet\nB\tBOOK\t\nB\tHOSPITAL\tHOSPTAL\n",
+                   encoding="utf-8")
+    classify = _load_script("scripts", "classify_errors.py")
+    assert classify.main([str(tsv)]) == 0
+    rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in capsys.readouterr().out.splitlines()[1:4]}
+    # confused, missing, of them a doubled letter read once, extra, mostly wrong
+    assert rows == {"A": [1, 1, 1, 1, 0], "B": [0, 1, 0, 0, 2], "all": [1, 2, 1, 1, 2]}
