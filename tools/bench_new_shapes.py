@@ -8,8 +8,9 @@ encoder runs eagerly under ``Global.cuda_graphs``), and evaluation and ``infer_r
 every new batch size or width. Libraries that build a plan per shape (cuDNN) pay for it there, on the
 host. For each config, and for each value of an environment switch that openrec reads at every call
 (``--env``; e.g. ``OPENREC_DWCONV``), this times ``--shapes`` batch sizes the process has not run
-before (``--sdpa-without-cudnn``: one more arm with attention off cuDNN's backend): the first eager train step (bf16 autocast, model + loss + backward + AdamW) and the first
-inference forward (bf16, no grad), then the same call again. Wall clock after a device sync, ms;
+before (``--sdpa-without-cudnn``: one more arm with attention off cuDNN's backend, that is
+``OPENREC_CUDNN_ATTENTION=0``): the first eager train step (bf16 autocast, model + loss + backward +
+AdamW) and the first inference forward (bf16, no grad), then the same call again. Wall clock after a device sync, ms;
 prints medians and writes --json.
 """
 from __future__ import annotations
@@ -49,19 +50,13 @@ def first_and_repeat(make, sizes, device) -> dict:
             "first_all_ms": first}
 
 
-def without_cudnn_attention(make):
-    """make, with every call of the callables it makes kept off cuDNN's attention backend."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-    def wrapped_make(batch_size):
-        fn = make(batch_size)
-
-        def run():
-            with sdpa_kernel(backends):
-                fn()
-        return run
-    return wrapped_make
+def restore(saved: dict) -> None:
+    """Environment variables back to ``saved`` (name -> value, None: unset)."""
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def main(argv=None) -> int:
@@ -85,24 +80,26 @@ def main(argv=None) -> int:
     if args.sdpa_without_cudnn:  # one more arm: the default switch, attention kept off cuDNN's backend
         arms.append(("sdpa", "no-cudnn"))
     results, next_size = [], args.batch
-    saved = os.environ.get(args.env) if args.env else None
+    switches = [name for name in (args.env, "OPENREC_CUDNN_ATTENTION") if name]
+    saved = {name: os.environ.get(name) for name in switches}
     try:
         for path in args.configs:
             subject = Subject(load(path, False, []), device)
             warm = subject.train_step_fn(8, args.width, amp)  # lazy initialisation, outside the timings
             warm()
             for env, value in arms:
-                if env and env != "sdpa":
+                restore(saved)  # the caller's switches, then this arm's
+                if env == "sdpa":  # the default switch; openrec's attention helper keeps SDPA off cuDNN
+                    if args.env:
+                        os.environ.pop(args.env, None)
+                    os.environ["OPENREC_CUDNN_ATTENTION"] = "0"
+                elif env:
                     os.environ[env] = value
-                elif env == "sdpa" and args.env:
-                    os.environ.pop(args.env, None)
                 for kind in ("train", "infer"):
                     sizes = list(range(next_size, next_size - args.shapes, -1))
                     next_size -= args.shapes
                     make = ((lambda b: subject.train_step_fn(b, args.width, amp)) if kind == "train" else
                             (lambda b: subject.infer_fn(b, args.width, amp)))
-                    if env == "sdpa":
-                        make = without_cudnn_attention(make)
                     row = {"config": os.path.basename(path), "arm": f"{env}={value}" if env else "-", "kind": kind,
                            **first_and_repeat(make, sizes, device)}
                     results.append(row)
@@ -112,11 +109,7 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     finally:
-        if args.env:
-            if saved is None:
-                os.environ.pop(args.env, None)
-            else:
-                os.environ[args.env] = saved
+        restore(saved)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
