@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS under torch.use_deterministic_algorithms
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.getcwd())
 os.environ.update(OPENREC_LAYER_NORM="kernel", OPENREC_DWCONV="kernel")
@@ -44,14 +45,19 @@ def worst(g1, g2):
     return out
 
 
-# The third arm: deterministic algorithms (DAS's owned backward, SDPA off its atomic backends).
-for arm in ("OPENREC_CUDNN_ATTENTION=0", "OPENREC_CUDNN_ATTENTION=1", "deterministic"):
+# The third arm: deterministic algorithms (DAS's owned backward, SDPA off its atomic backends); the
+# fourth: SDPA's math backend only (plain matmuls, no atomics), as the test now pins it.
+for arm in ("OPENREC_CUDNN_ATTENTION=0", "OPENREC_CUDNN_ATTENTION=1", "deterministic", "math"):
     os.environ["OPENREC_CUDNN_ATTENTION"] = "1" if arm.endswith("=1") else "0"
     torch.use_deterministic_algorithms(arm == "deterministic")
+    backends = ([SDPBackend.MATH] if arm == "math" else
+                [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                 SDPBackend.MATH])
     try:
-        l1, g1, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
-        l2, g2, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
-        l3, g3, _ = run(model, loss_fn, data, torch.bfloat16, graphs=True)
+        with sdpa_kernel(backends):
+            l1, g1, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
+            l2, g2, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
+            l3, g3, _ = run(model, loss_fn, data, torch.bfloat16, graphs=True)
     except RuntimeError as e:  # an op without a deterministic CUDA implementation, or a capture refused
         print(f"{arm}: {str(e).splitlines()[0][:200]}")
         continue

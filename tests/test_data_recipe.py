@@ -84,6 +84,12 @@ def test_font_cache_holds_every_face_and_size_and_never_changes_a_pixel():
         img_u, text_u = uncached.load(i, 0, None)
         assert text_c == text_u and np.array_equal(img_c, img_u), i
     assert len(uncached.renderer._font_cache) == 1 and len(cached.renderer._font_cache) > 1
+    opens = cached.renderer.font_opens
+    cached.load(0, 0, None)
+    assert cached.renderer.font_opens == opens  # warm: no face opened
+    cached.renderer.clear_font_cache()
+    img_cold, _ = cached.load(0, 0, None)
+    assert cached.renderer.font_opens > opens and np.array_equal(img_cold, cached.load(0, 0, None)[0])
 
 
 def test_style_rejects_unknown_keys_and_values():

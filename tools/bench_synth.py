@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         for epoch in range(1, args.epochs + 1):
             source.texts(epoch)  # a worker's epoch-start cost, left out
             if args.cold_cache:
-                renderer._font_cache.clear()
+                renderer.clear_font_cache()
             indices = random.Random(epoch).sample(range(size), args.num)
             rate, opened = timed(source, indices, epoch)
             print(f"{preset:<10} {len(source.fonts):>6} {epoch:>6} {rate:>15.0f} {opened / args.num:>18.3f}")

@@ -70,6 +70,10 @@ class SynthRenderer:
         tex_rng = np.random.default_rng(seed + 7919)
         self.textures = [self._make_texture(tex_rng) for _ in range(num_textures)]
 
+    def clear_font_cache(self) -> None:
+        """Forget every opened face, as a new worker process starts (tools/bench_synth.py --cold-cache)."""
+        self._font_cache.clear()
+
     # ---- glyphs -------------------------------------------------------------------------------
     def _font(self, path: str, size: int) -> ImageFont.FreeTypeFont:
         # Least-recently-used, in case more pairs exist than font_cache_size holds.
