@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import string
+import weakref
 
 import cv2
 import numpy as np
@@ -67,12 +68,16 @@ class SynthRenderer:
         low, high = style.font_size
         self.font_cache_size = max(1, min(16384, len(self.fonts) * (high - low + 1)))
         self.font_opens = 0  # cache misses, for tools/bench_synth.py
+        # Each cached face's character advances (FreeTypeFont.getlength of one character, ~17 us a
+        # call, a call per character of every sample: perf note 69); an entry leaves with its face.
+        self._advances: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         tex_rng = np.random.default_rng(seed + 7919)
         self.textures = [self._make_texture(tex_rng) for _ in range(num_textures)]
 
     def clear_font_cache(self) -> None:
         """Forget every opened face, as a new worker process starts (tools/bench_synth.py --cold-cache)."""
         self._font_cache.clear()
+        self._advances.clear()
 
     # ---- glyphs -------------------------------------------------------------------------------
     def _font(self, path: str, size: int) -> ImageFont.FreeTypeFont:
@@ -90,7 +95,15 @@ class SynthRenderer:
     def _text_masks(self, text: str, font, spacing: float, stroke: int) -> tuple[np.ndarray, np.ndarray | None]:
         ascent, descent = font.getmetrics()
         pad = stroke + 2
-        advances = [font.getlength(c) for c in text]
+        known = self._advances.get(font)
+        if known is None:
+            known = self._advances[font] = {}
+        advances = []
+        for c in text:
+            advance = known.get(c)
+            if advance is None:
+                advance = known[c] = font.getlength(c)
+            advances.append(advance)
         width = int(sum(advances) + spacing * max(len(text) - 1, 0) + 2 * pad + font.size * 0.3)
         height = ascent + descent + 2 * pad
         fill = Image.new("L", (max(width, 4), height), 0)
