@@ -10,7 +10,6 @@ import threading
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from openrec.engine.describe import SAMPLE_WORDS
 from openrec.engine.train_graphs import GraphedTrainForward
@@ -56,6 +55,23 @@ def run(model, loss_fn, data, amp, graphs: bool, max_shapes: int = 32):
     return torch.stack(losses), grads, model.state_dict()
 
 
+def offsets_off_the_grid(model) -> None:
+    """Start every DAS offset near half a pixel instead of exactly zero. At zero (the shipped
+    initialisation) each sample sits on a pixel, where bilinear sampling's slope jumps: rounding
+    noise of either sign then picks one side or the other, and the offset projection's gradient
+    moves by O(1) between any two runs, eager or not (perf note 68). Half-way between pixels the
+    slope is smooth, so the comparison measures the graphs, not that jump."""
+    from openrec.modeling.encoders.dassm import DynamicAdaptiveScan
+
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, DynamicAdaptiveScan):
+                weight = module.offset.weight
+                weight.copy_(1e-3 * torch.randn(weight.shape, generator=gen))
+                module.offset.bias.fill_(0.5)
+
+
 @pytest.fixture
 def no_tf32():
     """fp32 means fp32 here: with TF32 convolutions (the cuDNN default) the eager run and the capture may
@@ -77,17 +93,12 @@ def test_graphed_encoder_trains_like_the_eager_model(head, amp, max_shapes, no_t
     torch.manual_seed(0)
     charset = build_charset(None, False, 25)
     model = build_model(tiny_arch(head, drop_path_rate=0.0), charset).cuda()
+    offsets_off_the_grid(model)
     loss_fn = build_loss(LOSSES[head], charset)
     shapes = [(6, 128), (4, 96), (6, 128), (3, 160), (4, 96), (6, 128), (3, 160)]  # shapes come back
     data = batches(head, charset, shapes, seed=int(torch.randint(0, 10**6, ())))
-    # SDPA's math backend in both runs (GTC's SMTR decoder runs eagerly in both): the memory-efficient
-    # backend's backward adds with atomics, and in bf16 two eager runs alone then parted by more than
-    # this test allows in DAS's offset gradient (perf note 68). The shipped backends are captured in
-    # test_graphed_bf16_training_with_the_shipped_routing.
-    with sdpa_kernel(SDPBackend.MATH):
-        eager_losses, eager_grads, eager_state = run(model, loss_fn, data, amp, graphs=False)
-        graph_losses, graph_grads, graph_state = run(model, loss_fn, data, amp, graphs=True,
-                                                     max_shapes=max_shapes)
+    eager_losses, eager_grads, eager_state = run(model, loss_fn, data, amp, graphs=False)
+    graph_losses, graph_grads, graph_state = run(model, loss_fn, data, amp, graphs=True, max_shapes=max_shapes)
     tol = {"rtol": 1e-5, "atol": 1e-6} if amp is None else {"rtol": 2e-2, "atol": 2e-3}
     torch.testing.assert_close(graph_losses, eager_losses, **tol)
     for step, (ge, gg) in enumerate(zip(eager_grads, graph_grads)):
