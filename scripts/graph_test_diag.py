@@ -1,14 +1,12 @@
-"""Why tests/gpu/test_train_graphs.py's GTC bf16 case parts (perf note 67): the eager model against
-itself, twice, and against the graphed one, per attention backend and with deterministic algorithms.
-If two eager runs already differ as much as eager and graphed do, the test measures the attention
-backward's run-to-run noise (amplified by DAS's offset gradient), not the graphs.
+"""How far tests/gpu/test_train_graphs.py's graphed bf16 GTC training parts from eager (perf notes 67
+and 68): the eager model against itself, twice, and against the graphed one, per attention backend,
+from the test's start (DAS offsets half a pixel off the grid) and from the shipped zero start, where
+bilinear sampling's slope jumps and rounding noise moves the offset gradient by O(1).
 
     PYTHONPATH=/tmp/site:$PWD python3 scripts/graph_test_diag.py   # on a GPU, after the build
 """
 import os
 import sys
-
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS under torch.use_deterministic_algorithms
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
