@@ -5,6 +5,7 @@ bilinear sampling's slope jumps and rounding noise moves the offset gradient by 
 
     PYTHONPATH=/tmp/site:$PWD python3 scripts/graph_test_diag.py   # on a GPU, after the build
 """
+import copy
 import os
 import sys
 
@@ -43,25 +44,23 @@ def worst(g1, g2):
     return out
 
 
-# Arms: SDPA off cuDNN (the default), cuDNN's SDPA, SDPA's math backend only (no atomics), all three
-# from the test's start (offsets half a pixel off the grid), then the default from the shipped zero
-# start. (Deterministic algorithms cannot run this model: PyTorch's CUDA CTC backward has no
-# deterministic implementation; perf note 68.)
-offsets_on_grid = model
-model = __import__("copy").deepcopy(model)
-offsets_off_the_grid(model)  # the test's start since perf note 68
-for arm in ("OPENREC_CUDNN_ATTENTION=0", "OPENREC_CUDNN_ATTENTION=1", "math", "offsets on the grid"):
-    if arm == "offsets on the grid":  # the shipped zero start, shipped backends
-        model, arm = offsets_on_grid, "OPENREC_CUDNN_ATTENTION=0, offsets on the grid"
-    os.environ["OPENREC_CUDNN_ATTENTION"] = "1" if arm.endswith("=1") else "0"
-    backends = ([SDPBackend.MATH] if arm == "math" else
-                [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                 SDPBackend.MATH])
+# Arms: (label, start, OPENREC_CUDNN_ATTENTION, SDPA backends allowed). The test's start has the DAS
+# offsets half a pixel off the grid; the shipped start has them at zero. (Deterministic algorithms
+# cannot run this model: PyTorch's CUDA CTC backward has no deterministic implementation; note 68.)
+off_grid = copy.deepcopy(model)
+offsets_off_the_grid(off_grid)
+ALL = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+ARMS = [("OPENREC_CUDNN_ATTENTION=0", off_grid, "0", ALL),
+        ("OPENREC_CUDNN_ATTENTION=1", off_grid, "1", ALL),
+        ("math", off_grid, "0", [SDPBackend.MATH]),
+        ("OPENREC_CUDNN_ATTENTION=0, offsets on the grid", model, "0", ALL)]
+for arm, start, cudnn_attention, backends in ARMS:
+    os.environ["OPENREC_CUDNN_ATTENTION"] = cudnn_attention
     try:
         with sdpa_kernel(backends):
-            l1, g1, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
-            l2, g2, _ = run(model, loss_fn, data, torch.bfloat16, graphs=False)
-            l3, g3, _ = run(model, loss_fn, data, torch.bfloat16, graphs=True)
+            l1, g1, _ = run(start, loss_fn, data, torch.bfloat16, graphs=False)
+            l2, g2, _ = run(start, loss_fn, data, torch.bfloat16, graphs=False)
+            l3, g3, _ = run(start, loss_fn, data, torch.bfloat16, graphs=True)
     except RuntimeError as e:  # a capture refused
         print(f"{arm}: {str(e).splitlines()[0][:200]}")
         continue

@@ -16,6 +16,7 @@ from openrec.engine.train_graphs import GraphedTrainForward
 from openrec.engine.trainer import Trainer
 from openrec.losses import build_loss
 from openrec.modeling import build_model
+from openrec.modeling.encoders.dassm import DynamicAdaptiveScan
 from openrec.text import build_label_encoder, build_charset, collate_labels
 from tests.helpers import LABELS, LOSSES, tiny_arch
 from tests.test_trainer import history, tiny_config
@@ -61,8 +62,6 @@ def offsets_off_the_grid(model) -> None:
     noise of either sign then picks one side or the other, and the offset projection's gradient
     moves by O(1) between any two runs, eager or not (perf note 68). Half-way between pixels the
     slope is smooth, so the comparison measures the graphs, not that jump."""
-    from openrec.modeling.encoders.dassm import DynamicAdaptiveScan
-
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for module in model.modules():
