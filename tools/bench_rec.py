@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import torch  # noqa: E402
 
 from openrec.config import apply_overrides, load_config  # noqa: E402
-from openrec.engine.describe import describe_cpu_run, sample_label_batch  # noqa: E402
+from openrec.engine.describe import describe_cpu, describe_cpu_run, sample_label_batch  # noqa: E402
 from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.infer import CudaGraphForward  # noqa: E402
 from openrec.engine.step_profiler import LAUNCH_EVENTS  # noqa: E402
@@ -318,7 +318,9 @@ def main(argv=None) -> int:
     if profiles is not None:
         return 0
     where = torch.cuda.get_device_name() if device.type == "cuda" else describe_cpu_run(malloc_tuned)
-    print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    # Eager GPU rows are bound by the host's launch speed, which differs between lent machines of one GPU kind.
+    host = f", host {describe_cpu()}" if device.type == "cuda" else ""
+    print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}{host}")
     width = max(34, *(len(row) for row in results[0]))
     print(f"{'row':{width}s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
     table = []
@@ -333,8 +335,8 @@ def main(argv=None) -> int:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"device": where, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                       "configs": args.configs, "rctc": args.rctc, "overrides": args.o, "compile": args.compile,
+            json.dump({"device": where, "host_cpu": describe_cpu(), "torch": torch.__version__,
+                       "date": time.strftime("%Y-%m-%d"), "configs": args.configs, "rctc": args.rctc, "overrides": args.o, "compile": args.compile,
                        "shape_mix": args.shape_mix,
                        "rows": table}, fh, indent=1)
     return 0
