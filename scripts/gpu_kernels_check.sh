@@ -17,13 +17,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # with it crashes on its first C++ exception instead of raising (csrc/README.md).
 export CC=${OPENREC_CC:-gcc} CXX=${OPENREC_CXX:-g++}
 nvidia-smi -L
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
-  start=$(date +%s)
-  OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 \
-    || { tail -60 "$OUT/build.log"; exit 1; }
-  echo "build: $(( $(date +%s) - start )) s"
-fi
+source scripts/gpu_build.sh
+[ "${SKIP_BUILD:-0}" = 1 ] || gpu_build
 python3 -c "import openrec.ops as o; print('kernels:', o.cuda_kernels_status())"
 PARTS=${PARTS:-tests ops}
 if [[ $PARTS == *tests* ]]; then

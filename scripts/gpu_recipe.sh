@@ -43,12 +43,8 @@ for tarball in .carry/*.tar.xz; do  # unpacked once per machine; a warm machine 
   fi
 done
 ln -sfn $GPUDATA/data data
-if ! ls openrec/_C*.so >/dev/null 2>&1; then
-  export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16
-  start=$(date +%s)
-  OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-  echo "build: $(( $(date +%s) - start )) s"
-fi
+source scripts/gpu_build.sh
+ls openrec/_C*.so >/dev/null 2>&1 || gpu_build || exit 1
 python3 -c "import openrec.ops as o; print('kernels:', o.cuda_kernels_status())"
 C=configs/rec/svtrv2
 REAL_SPLITS="{type: lmdb, path: data/real_train/IIIT5k_train_2000}, {type: lmdb, path: data/real_train/SVT_train_257}, {type: lmdb, path: data/real_train/IC15_train_4468}"

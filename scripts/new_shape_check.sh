@@ -7,10 +7,8 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 CC=${OPENREC_CC:-gcc} CXX=${OPENREC_CXX:-g++}
-if ! ls openrec/_C*.so >/dev/null 2>&1; then
-  export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16
-  OPENREC_CUDA=1 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-fi
+source scripts/gpu_build.sh
+ls openrec/_C*.so >/dev/null 2>&1 || gpu_build || exit 1
 DATA=/tmp/new_shape_data
 [ -d $DATA/data ] || python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
   .carry/gpudata.tar.xz $DATA

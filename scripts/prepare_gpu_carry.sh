@@ -4,11 +4,29 @@
 #   .gpudata/  site/wordfreq (English data only: the full wheel is 57 MB) and data/ (the LMDBs from ../shared)
 #   .carry/    gpudata.tar.xz (.gpudata compressed: LMDB pages are half padding) and fonts.tar.xz (the
 #              fonts of scripts/fetch_fonts.py, when FONTS=1); the recipe script unpacks them
+#   .prebuilt/ with PREBUILT_PYTHON=path (a Python 3.12 whose torch is the GPU machines' CUDA build,
+#              e.g. a venv with torch==2.11.0 from the package index): the extensions compiled here for
+#              sm_90, stamped (scripts/prebuilt_ext.py); the GPU scripts use them instead of compiling
+#              when the stamp matches (~3 MiB; PREBUILT_ONLY=1 makes only this, e.g. after a csrc/ edit)
 # The folders are git-ignored (.git/info/exclude) and passed with the device tool's `carry`: .whl and
-# .carry for the recipe (the tree, the wheels and .gpudata uncompressed exceed the tool's 64 MiB).
+# .carry for the recipe, .prebuilt for any GPU script (the tree, the wheels and .gpudata uncompressed
+# exceed the tool's 64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p .git/info .whl .gpudata/site .gpudata/data
+mkdir -p .git/info
+if [ -n "${PREBUILT_PYTHON:-}" ]; then  # compiled in a copy, so the tree keeps this machine's own build
+  grep -qx '/.prebuilt/' .git/info/exclude 2>/dev/null || printf '/.prebuilt/\n' >> .git/info/exclude
+  tree=$(mktemp -d)
+  cp -r setup.py pyproject.toml README.md csrc openrec "$tree"/
+  find "$tree/openrec" \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
+  (cd "$tree" && OPENREC_CUDA=1 OPENREC_CPU=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=9.0 \
+    CC=gcc CXX=g++ "$PREBUILT_PYTHON" setup.py build_ext --inplace > build.log 2>&1) \
+    || { tail -30 "$tree/build.log"; exit 1; }
+  TORCH_CUDA_ARCH_LIST=9.0 "$PREBUILT_PYTHON" scripts/prebuilt_ext.py pack .prebuilt --root "$tree"
+  rm -rf "$tree"
+  [ "${PREBUILT_ONLY:-0}" = 1 ] && exit 0
+fi
+mkdir -p .whl .gpudata/site .gpudata/data
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || printf '/.whl/\n/.gpudata/\n' >> .git/info/exclude
 grep -qx '/.carry/' .git/info/exclude 2>/dev/null || printf '/.carry/\n' >> .git/info/exclude
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

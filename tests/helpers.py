@@ -1,5 +1,7 @@
 """Small shared fixtures for the model tests."""
 import copy
+import importlib.util
+import os
 
 TINY_ENCODER = {
     "name": "SVTRv2Mamba",
@@ -26,3 +28,12 @@ def tiny_arch(head: str = "RCTC", **encoder_overrides) -> dict:
     enc = copy.deepcopy(TINY_ENCODER)
     enc.update(encoder_overrides)
     return {"Encoder": enc, "Decoder": copy.deepcopy(HEADS[head])}
+
+
+def load_script(*parts: str):
+    """A script of the repository (e.g. "tools", "bench_rec.py") imported as a module, not run."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *parts)
+    spec = importlib.util.spec_from_file_location(parts[-1].removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,7 @@
 """End-to-end CLIs on a tiny trained model: eval_rec (table + JSON), infer_rec (files, folders, globs,
 bad files), plus EMA, CPU bf16 autocast and pretrained-weight loading in the trainer; bench_rec's
 --profile specs and --shape-mix; scripts/recipe_shape_mix.py."""
-import importlib.util
+
 import json
 import os
 
@@ -14,6 +14,7 @@ import yaml
 from openrec.data.lmdb_writer import LMDBWriter
 from openrec.engine.checkpoint import load_pretrained
 from openrec.engine.trainer import Trainer
+from tests.helpers import load_script
 from tests.test_trainer import _run_cli, tiny_config
 
 
@@ -97,16 +98,8 @@ def test_cpu_bf16_autocast_training_steps(tmp_path):
     assert all(p.dtype == torch.float32 for p in trainer.raw_model.parameters())
 
 
-def _load_script(*parts):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *parts)
-    spec = importlib.util.spec_from_file_location(parts[-1].removesuffix(".py"), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_rec_profile_specs_are_checked():
-    bench = _load_script("tools", "bench_rec.py")
+    bench = load_script("tools", "bench_rec.py")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert bench.parse_profile("train:128:128:fp32", cpu) == ("train", 128, 128, None, 32)
     assert bench.parse_profile("train_graph:64:256:bf16", cuda) == ("train_graph", 64, 256, torch.bfloat16, 32)
@@ -122,7 +115,7 @@ def test_bench_rec_profile_specs_are_checked():
 def test_bench_rec_shape_mix_weights_each_shape_by_its_batches(tmp_path):
     """--shape-mix: shapes below the share are dropped, batches scaled, and the mix row is all images
     over all batches' time (not a mean of the rows' img/s)."""
-    bench = _load_script("tools", "bench_rec.py")
+    bench = load_script("tools", "bench_rec.py")
     mix = {"shapes": [{"batch": 256, "height": 32, "width": 128, "batches": 10},
                       {"batch": 128, "height": 32, "width": 256, "batches": 10},
                       {"batch": 8, "height": 64, "width": 64, "batches": 1}]}
@@ -156,7 +149,7 @@ def test_bench_rec_shape_mix_weights_each_shape_by_its_batches(tmp_path):
 def test_recipe_shape_mix_counts_the_samplers_batches():
     """scripts/recipe_shape_mix.py on a synthetic-only config: every sample in one batch of its
     ratio's shape, the same count as the sampler's epoch."""
-    script = _load_script("scripts", "recipe_shape_mix.py")
+    script = load_script("scripts", "recipe_shape_mix.py")
     cfg = {"Global": {"seed": 3}, "Architecture": {}, "Train": {
         "datasets": [{"type": "synth", "num_samples": 600, "seed": 0, "font_dirs": []}],
         "batch_size": 64, "num_workers": 0, "max_ratio": 12, "augment": False}}
@@ -175,7 +168,7 @@ def test_bench_ops_cpu_times_every_case_and_writes_json(tmp_path):
     from openrec.ops.kernels import has_cpu_kernel
     if not has_cpu_kernel("openrec::dwconv3x3"):
         pytest.skip("no C++ CPU kernels built")
-    bench = _load_script("tools", "bench_ops_cpu.py")
+    bench = load_script("tools", "bench_ops_cpu.py")
     out = tmp_path / "ops.json"
     assert bench.main(["--ops", "dwconv", "scan", "--rounds", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
@@ -188,7 +181,7 @@ def test_bench_ops_cpu_times_every_case_and_writes_json(tmp_path):
 
 
 def test_ab_env_inference_interleaves_the_arms_and_restores_the_switch(tmp_path, monkeypatch):
-    ab = _load_script("scripts", "ab_env_inference.py")
+    ab = load_script("scripts", "ab_env_inference.py")
     monkeypatch.setenv("OPENREC_DWCONV", "kernel")
     seen = []  # the switch each model's forward ran under
     real_build = ab.build_model
@@ -211,7 +204,7 @@ def test_ab_env_inference_interleaves_the_arms_and_restores_the_switch(tmp_path,
 
 
 def test_ab_env_inference_without_a_switch_times_the_configs_side_by_side(tmp_path):
-    ab = _load_script("scripts", "ab_env_inference.py")
+    ab = load_script("scripts", "ab_env_inference.py")
     out = tmp_path / "ab.json"
     configs = ["configs/rec/svtrv2/svtrv2_mamba_tiny_gtc_rctc.yml", "configs/rec/svtrv2/svtrv2_tiny_gtc_rctc.yml"]
     assert ab.main(["--configs", *configs, "--batches", "1", "--seconds", "0", "--json", str(out)]) == 0
@@ -223,7 +216,7 @@ def test_ab_env_inference_without_a_switch_times_the_configs_side_by_side(tmp_pa
 
 
 def test_bench_new_shapes_gives_every_arm_unseen_batch_sizes_and_restores_the_switch(tmp_path, monkeypatch):
-    tool = _load_script("tools", "bench_new_shapes.py")
+    tool = load_script("tools", "bench_new_shapes.py")
     monkeypatch.setenv("OPENREC_DWCONV", "kernel")
     seen = []  # (batch size, switch) of every forward
     real_subject = tool.Subject
@@ -255,7 +248,7 @@ def test_classify_errors_sorts_misreads_by_kind(tmp_path, capsys):
     tsv = tmp_path / "errors.tsv"
     tsv.write_text("A\tGRILL\tGril\nA\tSHOGUN\tSHOCUN\nA\tCAFE\tCAFEE\nB\tSTARBUCKS\tet\nB\tBOOK\t\nB\tHOSPITAL\tHOSPTAL\n",
                    encoding="utf-8")
-    classify = _load_script("scripts", "classify_errors.py")
+    classify = load_script("scripts", "classify_errors.py")
     assert classify.main([str(tsv)]) == 0
     rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in capsys.readouterr().out.splitlines()[1:4]}
     # confused, missing, of them a doubled letter read once, extra, mostly wrong
