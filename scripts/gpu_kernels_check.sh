@@ -8,7 +8,8 @@
 #   PARTS=trainer ...   # the trainer's own step (grad clipping, scheduler, device-side finite check, graphed
 #                       # encoder) for the two recipe configs at TRAINER_SHAPES (BxHxW), synthetic data only
 #   PARTS=profile ...   # bench_rec.py --profile-detail of PROFILES (default: the recipe's 40x112 bucket) for both
-# Expects .whl/ from scripts/prepare_gpu_carry.sh (carry it). Results go to $OUT.
+# Expects .whl/ from scripts/prepare_gpu_carry.sh (carry it; also .prebuilt, if made, to skip the ~70 s
+# build: scripts/gpu_build.sh). Results go to $OUT.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl

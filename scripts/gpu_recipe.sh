@@ -2,7 +2,7 @@
 # The real-text recipe on a lent GPU machine (one H100/H200), from the repo root, carrying .whl and
 # .carry (scripts/prepare_gpu_carry.sh: the LMDBs and wordfreq data as .carry/gpudata.tar.xz, the
 # fonts of scripts/fetch_fonts.py as .carry/fonts.tar.xz; compressed, the working tree fits the
-# device tool's 64 MiB). Results go to $OUT.
+# device tool's 64 MiB; .prebuilt too, if made, to skip the ~70 s build: scripts/gpu_build.sh). Results go to $OUT.
 #   bash scripts/gpu_recipe.sh ablation   # synth-only runs of the tiny Mamba, one per engine variant (VARIANTS), side
 #                                         # by side; scored on the real training splits (held out here) + benchmarks
 #   bash scripts/gpu_recipe.sh throughput # loader img/s (LOADER_WORKERS, default 7 and 15), the model's and the trainer's
