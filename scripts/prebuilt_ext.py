@@ -55,9 +55,10 @@ def extension_files(root: str, suffix: str) -> list[str]:
 
 def pack(root: str, out_dir: str) -> str:
     """Archive the tree's built extensions with their stamp; names a missing one."""
+    import torch
+    if torch.version.cuda is None:
+        raise SystemExit(f"prebuilt_ext: torch {torch.__version__} is not a CUDA build")
     stamp = current_stamp(root)
-    if not stamp["torch"].split("+")[-1].startswith("cu"):
-        raise SystemExit(f"prebuilt_ext: torch {stamp['torch']} is not a CUDA build")
     files = extension_files(root, stamp["ext_suffix"])
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -93,10 +94,8 @@ def install(root: str, prebuilt_dir: str) -> tuple[bool, str]:
         if differ:
             return False, "stamp differs in " + ", ".join(f"{k} ({packed.get(k)!r} vs {here.get(k)!r})"
                                                          if k != "sources" else k for k in differ)
-        names = [os.path.basename(f) for f in extension_files(root, here["ext_suffix"])]
-        for name in names:
-            target = os.path.join(root, "openrec", name)
-            with tar.extractfile(name) as src, open(target + ".tmp", "wb") as dst:
+        for target in extension_files(root, here["ext_suffix"]):
+            with tar.extractfile(os.path.basename(target)) as src, open(target + ".tmp", "wb") as dst:
                 dst.write(src.read())
             os.chmod(target + ".tmp", 0o755)
             os.replace(target + ".tmp", target)

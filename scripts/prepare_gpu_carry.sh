@@ -19,10 +19,10 @@ if [ -n "${PREBUILT_PYTHON:-}" ]; then  # compiled in a copy, so the tree keeps 
   tree=$(mktemp -d)
   cp -r setup.py pyproject.toml README.md csrc openrec "$tree"/
   find "$tree/openrec" \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
-  (cd "$tree" && OPENREC_CUDA=1 OPENREC_CPU=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=9.0 \
-    CC=gcc CXX=g++ "$PREBUILT_PYTHON" setup.py build_ext --inplace > build.log 2>&1) \
-    || { tail -30 "$tree/build.log"; exit 1; }
-  TORCH_CUDA_ARCH_LIST=9.0 "$PREBUILT_PYTHON" scripts/prebuilt_ext.py pack .prebuilt --root "$tree"
+  export TORCH_CUDA_ARCH_LIST=9.0  # the GPU scripts' default (scripts/gpu_build.sh); part of the stamp
+  (cd "$tree" && OPENREC_CUDA=1 OPENREC_CPU=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} CC=gcc CXX=g++ \
+    "$PREBUILT_PYTHON" setup.py build_ext --inplace > build.log 2>&1) || { tail -30 "$tree/build.log"; exit 1; }
+  "$PREBUILT_PYTHON" scripts/prebuilt_ext.py pack .prebuilt --root "$tree"
   rm -rf "$tree"
   [ "${PREBUILT_ONLY:-0}" = 1 ] && exit 0
 fi

@@ -319,7 +319,8 @@ def main(argv=None) -> int:
         return 0
     where = torch.cuda.get_device_name() if device.type == "cuda" else describe_cpu_run(malloc_tuned)
     # Eager GPU rows are bound by the host's launch speed, which differs between lent machines of one GPU kind.
-    host = f", host {describe_cpu()}" if device.type == "cuda" else ""
+    host_cpu = describe_cpu()
+    host = f", host {host_cpu}" if device.type == "cuda" else ""
     print(f"\n{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}{host}")
     width = max(34, *(len(row) for row in results[0]))
     print(f"{'row':{width}s} {names[0][:22]:>22s} {names[1][:22]:>22s} {'ratio':>6s}")
@@ -335,7 +336,7 @@ def main(argv=None) -> int:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"device": where, "host_cpu": describe_cpu(), "torch": torch.__version__,
+            json.dump({"device": where, "host_cpu": host_cpu, "torch": torch.__version__,
                        "date": time.strftime("%Y-%m-%d"), "configs": args.configs, "rctc": args.rctc, "overrides": args.o, "compile": args.compile,
                        "shape_mix": args.shape_mix,
                        "rows": table}, fh, indent=1)
