@@ -6,8 +6,8 @@ machines, so that a fresh one skips its ~70 s build (device time is the scarce b
                                                        # only if its stamp matches, else exits 1 (then build)
 
 The stamp names everything the binaries depend on: the SHA-256 of setup.py and every file under csrc/,
-torch's version and git commit, the Python extension suffix, TORCH_CUDA_ARCH_LIST (default 9.0, as the
-GPU scripts build) and OPENREC_NVCC_FLAGS. A kernel edited after packing, another torch or another
+torch's version and git commit, the Python extension suffix, TORCH_CUDA_ARCH_LIST (9.0a on the lent
+machines; 9.0 where unset, as the GPU scripts build) and OPENREC_NVCC_FLAGS. A kernel edited after packing, another torch or another
 Python makes the stamps differ, and the caller builds from source: stale kernels never load silently.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@
 #              fonts of scripts/fetch_fonts.py, when FONTS=1); the recipe script unpacks them
 #   .prebuilt/ with PREBUILT_PYTHON=path (a Python 3.12 whose torch is the GPU machines' CUDA build,
 #              e.g. a venv with torch==2.11.0 from the package index): the extensions compiled here for
-#              sm_90, stamped (scripts/prebuilt_ext.py); the GPU scripts use them instead of compiling
+#              PREBUILT_ARCH (default 9.0a: the lent machines export TORCH_CUDA_ARCH_LIST=9.0a), stamped (scripts/prebuilt_ext.py); the GPU scripts use them instead of compiling
 #              when the stamp matches (~3 MiB; PREBUILT_ONLY=1 makes only this, e.g. after a csrc/ edit)
 # The folders are git-ignored (.git/info/exclude) and passed with the device tool's `carry`: .whl and
 # .carry for the recipe, .prebuilt for any GPU script (the tree, the wheels and .gpudata uncompressed
@@ -19,7 +19,9 @@ if [ -n "${PREBUILT_PYTHON:-}" ]; then  # compiled in a copy, so the tree keeps 
   tree=$(mktemp -d)
   cp -r setup.py pyproject.toml README.md csrc openrec "$tree"/
   find "$tree/openrec" \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
-  export TORCH_CUDA_ARCH_LIST=9.0  # the GPU scripts' default (scripts/gpu_build.sh); part of the stamp
+  # part of the stamp: it must equal the GPU machine's TORCH_CUDA_ARCH_LIST (9.0a in the lent image, checked
+  # 2026-12-08; scripts/gpu_build.sh falls back to 9.0 only where it is unset)
+  export TORCH_CUDA_ARCH_LIST=${PREBUILT_ARCH:-9.0a}
   (cd "$tree" && OPENREC_CUDA=1 OPENREC_CPU=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} CC=gcc CXX=g++ \
     "$PREBUILT_PYTHON" setup.py build_ext --inplace > build.log 2>&1) || { tail -30 "$tree/build.log"; exit 1; }
   "$PREBUILT_PYTHON" scripts/prebuilt_ext.py pack .prebuilt --root "$tree"
