@@ -70,7 +70,8 @@ watch_runs() {  # $1 = seconds; prints the last log line of each run every minut
 snapshot_progress() {  # runs still training at the end of a call: their logs so far, and the fp16 weights of
   # each one's last save (Global.save_every) as a release folder, so that a machine lost before the next call
   # (device time spent, taken back) still leaves a model to evaluate (the release's meta names its step)
-  tar -C $WORK -czf "$OUT/progress.tar.gz" $(cd $WORK && ls output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null)
+  local logs; logs=$(cd $WORK && ls output/recipe/*/history.jsonl output/recipe/*/train.log 2>/dev/null)
+  [ -n "$logs" ] && tar -C $WORK -czf "$OUT/progress.tar.gz" $logs  # none yet right after a start with WATCH=0
   for R in $WORK/output/recipe/${RUNS:-*}/; do
     R=${R%/}; [ -f $R/latest.pth ] || continue
     python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/snapshot_$(basename $R)" > "$OUT/snapshot_$(basename $R).log" 2>&1 \

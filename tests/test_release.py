@@ -131,8 +131,14 @@ def test_recipe_call_snapshot_brings_back_logs_and_the_last_save(gtc_run, tmp_pa
     script = os.path.join(ROOT, "scripts", "gpu_recipe.sh")
     env = dict(os.environ, WORK=str(tmp_path / "work"), OUT=str(out), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=ROOT)
-    res = subprocess.run(["bash", "-c", f'eval "$(sed -n "/^snapshot_progress() {{/,/^}}/p" {script})"; snapshot_progress'],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    def snapshot_progress(work):
+        return subprocess.run(["bash", "-c", f'eval "$(sed -n "/^snapshot_progress() {{/,/^}}/p" {script})"; snapshot_progress'],
+                              cwd=ROOT, env=dict(env, WORK=str(work)), capture_output=True, text=True, timeout=300)
+
+    (tmp_path / "new_work" / "output" / "recipe" / "run_b").mkdir(parents=True)
+    res = snapshot_progress(tmp_path / "new_work")  # right after a start: no log yet, so no archive and no error
+    assert res.stderr == "" and not (out / "progress.tar.gz").exists()
+    res = snapshot_progress(tmp_path / "work")
     assert res.returncode == 0, res.stderr[-2000:]
     with tarfile.open(out / "progress.tar.gz") as tar:
         assert sorted(tar.getnames()) == ["output/recipe/run_a/history.jsonl", "output/recipe/run_a/train.log"]
