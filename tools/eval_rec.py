@@ -10,6 +10,8 @@ own row, named after the folder. A folder that does not exist is an error naming
 Prints Dataset | samples | accuracy | 1-NED per set, then the sample-weighted Combined and the plain Average.
 --errors FILE writes each misread sample (set, label, prediction) as TSV and prints, per set, how many
 misreads are wrong only in the first or last character (dropped, or another character in its place).
+--predictions FILE writes every sample (set, index, label, prediction, correct; with a header line), for
+tools/compare_rec.py to compare two models sample by sample.
 """
 import json
 import os
@@ -24,6 +26,7 @@ from openrec.engine.evaluate import format_table  # noqa: E402
 from openrec.engine.host_memory import tune_malloc  # noqa: E402
 from openrec.engine.trainer import Trainer  # noqa: E402
 from openrec.metrics import edge_error_counts  # noqa: E402
+from openrec.metrics.compare import write_predictions  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--sets", nargs="*", default=None, help="LMDB folders to evaluate instead of Eval.datasets")
     p.add_argument("--json", default=None, help="write the table as JSON here")
     p.add_argument("--errors", default=None, help="write the misread samples here (TSV: set, label, prediction)")
+    p.add_argument("--predictions", default=None,
+                   help="write every sample here (TSV: set, index, label, prediction, correct), for tools/compare_rec.py")
     args = p.parse_args(argv)
     tune_malloc()  # reuse freed tensor memory (openrec/engine/host_memory.py)
     try:
@@ -54,11 +59,13 @@ def main(argv=None) -> int:
         ckpt = load_checkpoint(ckpt_path)
         weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]  # fp16 release weights load into fp32
         trainer.raw_model.load_state_dict(weights)
-        summary = trainer.evaluate(keep_errors=bool(args.errors))
+        summary = trainer.evaluate(keep_samples=bool(args.errors or args.predictions))
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(summary))
+    if args.predictions:
+        write_predictions(args.predictions, {name: r.pop("predictions") for name, r in summary["sets"].items()})
     if args.errors:
         print(f"misreads in {args.errors}; those wrong only in the first or last character:")
         with open(args.errors, "w", encoding="utf-8") as f:

@@ -57,7 +57,7 @@ class RecDataset(torch.utils.data.Dataset):
         rng = random.Random(f"sample:{self.seed}:{epoch}:{index}")
         try:
             image, text = source.load(local, epoch, rng)
-            sample = {"text": text}
+            sample = {"text": text, "index": int(index)}
             if self.label_encoder is not None:
                 sample.update(self.label_encoder(text, rng))
             elif not text.strip():
@@ -75,15 +75,16 @@ class RecDataset(torch.utils.data.Dataset):
 
 
 def collate_samples(samples: list[dict]) -> dict:
-    """Stack usable samples; ``skipped`` counts the others by reason; ``image`` is None if none is usable."""
+    """Stack usable samples; ``skipped`` counts the others by reason; ``image`` is None if none is usable.
+    ``text`` and ``index`` (each sample's dataset index, for per-sample reports) stay lists."""
     good = [s for s in samples if "skip" not in s]
     skipped = Counter(s["skip"] for s in samples if "skip" in s)
-    batch: dict = {"skipped": dict(skipped), "text": [s["text"] for s in good]}
+    batch: dict = {"skipped": dict(skipped), "text": [s["text"] for s in good], "index": [s.get("index") for s in good]}
     if not good:
         batch["image"] = None
         return batch
     for key in good[0]:
-        if key != "text":
+        if key not in ("text", "index"):
             batch[key] = torch.stack([s[key] for s in good])
     if "unknown_chars" in batch:
         dropped = int(batch.pop("unknown_chars").sum())

@@ -9,12 +9,15 @@ __all__ = ["evaluate_loader", "evaluate_sets", "format_table"]
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast, keep_errors: bool = False) -> dict:
-    """acc, norm_edit_dis, samples and skipped of one set; with ``keep_errors`` also ``errors``, the
-    (label, prediction) pairs of the misread samples."""
+def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast, keep_samples: bool = False) -> dict:
+    """acc, norm_edit_dis, samples and skipped of one set. With ``keep_samples`` also ``errors``, the
+    (label, prediction) pairs of the misread samples, and ``predictions``, one (index, label, prediction,
+    correct) per sample, sorted by the dataset index (for a one-folder set: the LMDB record number - 1),
+    so that two models' runs over the same set pair up sample by sample."""
     model.eval()
     metric.reset()
     skipped: dict[str, int] = {}
+    indices: list[int] = []
     for batch in loader:
         for k, v in batch["skipped"].items():
             skipped[k] = skipped.get(k, 0) + v
@@ -23,15 +26,17 @@ def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast, ke
         with autocast():
             outputs = model(batch["image"].to(device, non_blocking=True))
         metric.update(post(outputs)["text"], batch["text"])
+        indices.extend(batch["index"])
     result = metric.compute()
     result["skipped"] = skipped
-    if keep_errors:
+    if keep_samples:
         result["errors"] = list(metric.errors)
+        result["predictions"] = sorted((i, *o) for i, o in zip(indices, metric.outcomes))
     return result
 
 
-def evaluate_sets(model, loaders: dict, post, metric: RecMetric, device, autocast, keep_errors: bool = False) -> dict:
-    per_set = {name: evaluate_loader(model, loader, post, metric, device, autocast, keep_errors)
+def evaluate_sets(model, loaders: dict, post, metric: RecMetric, device, autocast, keep_samples: bool = False) -> dict:
+    per_set = {name: evaluate_loader(model, loader, post, metric, device, autocast, keep_samples)
                for name, loader in loaders.items()}
     return summarize_sets(per_set)
 

@@ -397,11 +397,11 @@ class Trainer:
     def eval_model(self):
         return self.ema.module if self.ema is not None else self.raw_model
 
-    def evaluate(self, keep_errors: bool = False) -> dict:
+    def evaluate(self, keep_samples: bool = False) -> dict:
         if not self.eval_loaders:
             raise ConfigError("Eval.datasets is empty: nothing to evaluate")
         return evaluate_sets(self.eval_model(), self.eval_loaders, self.post, self.metric, self.device, self.autocast,
-                             keep_errors)
+                             keep_samples)
 
     def _evaluate_and_record(self, recorder, step: int) -> None:
         if not self.eval_loaders or self._last_eval_step == step:

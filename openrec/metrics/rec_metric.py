@@ -51,6 +51,7 @@ class RecMetric:
         self.ned_sum = 0.0
         self.samples = 0
         self.errors: list[tuple[str, str]] = []  # (label, prediction) of each misread sample, as given
+        self.outcomes: list[tuple[str, str, bool]] = []  # (label, prediction, correct) of every sample, in order
 
     def update(self, preds: list[str], labels: list[str]) -> None:
         if len(preds) != len(labels):
@@ -59,6 +60,7 @@ class RecMetric:
             p = normalize_text(pred, self.case_sensitive, self.ignore_space)
             g = normalize_text(label, self.case_sensitive, self.ignore_space)
             self.correct += p == g
+            self.outcomes.append((label, pred, p == g))
             if p != g:
                 self.errors.append((label, pred))
             longest = max(len(p), len(g))
