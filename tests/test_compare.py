@@ -5,6 +5,7 @@ import json
 import os
 
 import cv2
+import numpy as np
 import pytest
 
 from openrec.data.lmdb_writer import LMDBWriter
@@ -91,3 +92,22 @@ def test_eval_predictions_pair_up_with_compare_rec(tmp_path):
     assert "McNemar p" in res.stdout.splitlines()[0]
     res = _run_cli(["tools/compare_rec.py", str(tmp_path / "a.tsv"), str(tmp_path / "missing.tsv")])
     assert res.returncode == 2 and "missing.tsv" in res.stderr
+
+
+def test_accuracy_by_geometry_bands_samples_by_width_per_character(tmp_path):
+    """(W / H) / characters: 100x50 'abcdefgh' = 0.25, 'abcd' = 0.5, 'ab' = 1.0 (the top band), 64x32 'a-b-c' = 0.67
+    (three characters after normalisation)."""
+    from tests.helpers import load_script
+    geometry = load_script("scripts", "accuracy_by_geometry.py")
+    records = [(100, 50, "abcdefgh", False), (100, 50, "abcd", True), (100, 50, "ab", True), (64, 32, "a-b-c", False)]
+    with LMDBWriter(str(tmp_path / "setG")) as w:
+        for width, height, label, _ in records:
+            ok, buf = cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))
+            w.add(buf.tobytes(), label, width, height)
+    write_predictions(str(tmp_path / "p.tsv"), {"setG": [(i, r[2], "x", r[3]) for i, r in enumerate(records)]})
+    rows = geometry.band_table(geometry.read_sizes(str(tmp_path / "setG")), [geometry.read_outcomes(str(tmp_path / "p.tsv"))["setG"]])
+    assert [r["samples"] for r in rows] == [1, 0, 2, 0, 1]
+    assert [r["acc"][0] for r in rows if r["samples"]] == [0.0, 0.5, 1.0]
+    assert [r["misread_share"][0] for r in rows] == [0.5, 0.0, 0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match="not the same set"):
+        geometry.band_table(geometry.read_sizes(str(tmp_path / "setG")), [{0: ("ab", True)}])
