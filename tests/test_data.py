@@ -112,6 +112,36 @@ def test_lmdb_round_trip(tmp_path):
         assert text == label and np.array_equal(got, img[..., ::-1])  # PNG stored BGR by cv2 -> RGB
 
 
+def test_lmdb_split_parts_are_disjoint_fixed_and_cover_the_folder(tmp_path):
+    import cv2
+    from openrec.data import build_sources
+    from openrec.data.sources import split_records
+    with LMDBWriter(str(tmp_path / "db")) as writer:
+        for i in range(20):
+            ok, buf = cv2.imencode(".png", np.full((32, 32 + 8 * i, 3), i, np.uint8))
+            writer.add(buf.tobytes(), f"w{i}", 32 + 8 * i, 32)
+    kept, held = split_records(20, 0.25, seed=3)
+    assert len(held) == 5 and sorted(kept.tolist() + held.tolist()) == list(range(20))
+    assert np.array_equal(held, split_records(20, 0.25, seed=3)[1])  # fixed by n, fraction and seed
+    assert not np.array_equal(held, split_records(20, 0.25, seed=4)[1])
+    train = LMDBSource(str(tmp_path / "db"), split={"holdout": 0.25, "part": "train", "seed": 3})
+    hold = LMDBSource(str(tmp_path / "db"), split={"holdout": 0.25, "part": "holdout", "seed": 3})
+    assert (train.name, len(train), hold.name, len(hold)) == ("db[train]", 15, "db[holdout]", 5)
+    held_labels = [hold.load(i, 0, None)[1] for i in range(5)]
+    assert held_labels == [f"w{r}" for r in held]  # sample i is the i-th held-out record
+    assert not set(held_labels) & {train.load(i, 0, None)[1] for i in range(15)}
+    assert hold.aspect_ratios(0, 12).tolist() == [round((32 + 8 * r) / 32) for r in held]  # sizes follow the records
+    section = {"datasets": [{"type": "lmdb", "path": str(tmp_path / "db"), "split": {"holdout": 0.25, "part": "holdout", "seed": 3}}]}
+    assert [len(s) for s in build_sources(validate_section(section, "Eval"), build_charset())[0]] == [5]
+    for split, message in (({"holdout": 0.25, "part": "test"}, "split.part must be 'train' or 'holdout'"),
+                           ({"holdout": 1.0, "part": "train"}, r"split.holdout must be in \(0, 1\)"),
+                           ({"holdot": 0.2, "part": "train"}, "unknown key 'holdot'"),
+                           ({"part": "train"}, "missing required key 'holdout'")):
+        section["datasets"][0]["split"] = split
+        with pytest.raises(ConfigError, match=message):
+            validate_section(section, "Eval")
+
+
 def test_create_lmdb_from_folder_reports_bad_rows(tmp_path):
     import cv2
     (tmp_path / "imgs").mkdir()

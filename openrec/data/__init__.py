@@ -4,6 +4,7 @@ A ``Train``/``Eval`` section::
 
     datasets:                       # each: an LMDB folder or the synthetic engine
       - {type: lmdb, path: /data/IIIT5k_3000, name: IIIT5k, fraction: 1.0}
+      - {type: lmdb, path: /data/real, split: {holdout: 0.2, part: train, seed: 0}}  # 80%; part: holdout, the rest
       - {type: synth, num_samples: 100000, preset: default, seed: 0}
     batch_size: 128                 # for buckets up to 4:1; wider buckets get fewer images
     num_workers: 4
@@ -32,8 +33,12 @@ def _section_spec(datasets: list, batch_size: int = 128, num_workers: int = 2, m
     """Accepted keys of a Train/Eval section."""
 
 
-def _lmdb_spec(path: str, name: str | None = None, fraction: float = 1.0, repeat: int = 1):
+def _lmdb_spec(path: str, name: str | None = None, fraction: float = 1.0, repeat: int = 1, split: dict | None = None):
     """Accepted keys of an LMDB dataset entry."""
+
+
+def _split_spec(holdout: float, part: str, seed: int = 0):
+    """Accepted keys of an LMDB entry's ``split``."""
 
 
 def _synth_spec(num_samples: int, seed: int = 0, preset: str = "default", style: dict | None = None,
@@ -60,6 +65,15 @@ def validate_section(cfg: dict, where: str) -> dict:
         validate_kwargs(_SOURCES[entry["type"]], {k: v for k, v in entry.items() if k != "type"}, here)
         if entry["type"] == "lmdb" and not os.path.isdir(entry["path"]):
             raise ConfigError(f"{here}.path: LMDB folder not found: {entry['path']}")
+        if entry.get("split") is not None:
+            split = entry["split"]
+            if not isinstance(split, dict):
+                raise ConfigError(f"{here}.split must be a mapping like {{holdout: 0.2, part: train}}, got {split!r}")
+            validate_kwargs(_split_spec, split, f"{here}.split")
+            if not 0.0 < split["holdout"] < 1.0:
+                raise ConfigError(f"{here}.split.holdout must be in (0, 1), got {split['holdout']}")
+            if split["part"] not in ("train", "holdout"):
+                raise ConfigError(f"{here}.split.part must be 'train' or 'holdout', got {split['part']!r}")
         if entry["type"] == "synth":
             from .synth import PRESETS
             if entry.get("preset", "default") not in PRESETS:
@@ -89,7 +103,7 @@ def build_sources(cfg: dict, charset) -> tuple[list, list[float], list[int]]:
         fractions.append(entry.pop("fraction", 1.0))
         repeats.append(entry.pop("repeat", 1))
         if kind == "lmdb":
-            sources.append(LMDBSource(entry["path"], entry.get("name")))
+            sources.append(LMDBSource(entry["path"], entry.get("name"), entry.get("split")))
         else:
             font_dirs = tuple(entry.pop("font_dirs", None) or ())
             sources.append(SynthSource(characters, charset.max_text_length, font_dirs=font_dirs, **entry))

@@ -13,7 +13,7 @@ import numpy as np
 
 from .transforms import DecodeError, decode_image
 
-__all__ = ["LMDBSource", "SynthSource", "MissingRecord"]
+__all__ = ["LMDBSource", "SynthSource", "MissingRecord", "split_records"]
 
 
 class MissingRecord(DecodeError):
@@ -35,15 +35,27 @@ def _open_lmdb(path: str):
     return env
 
 
+def split_records(num_records: int, holdout: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random split of records 0..n-1 into (kept, held out), ``round(holdout * n)`` held out,
+    both sorted. It depends only on n, ``holdout`` and ``seed``, so a training entry (``part: train``) and
+    an evaluation entry (``part: holdout``) of the same folder and split never share a record."""
+    order = np.random.default_rng(seed).permutation(num_records)
+    k = int(round(holdout * num_records))
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
 class LMDBSource:
     """An LMDB folder with ``num-samples``, ``image-%09d``, ``label-%09d`` and optional ``wh-%09d``
-    ("W_H") keys, 1-indexed. Opened read-only without locks; re-opened lazily in each worker."""
+    ("W_H") keys, 1-indexed. Opened read-only without locks; re-opened lazily in each worker.
+    ``split={'holdout': f, 'part': 'train'|'holdout', 'seed': s}`` uses one side of a fixed random split
+    (:func:`split_records`), e.g. to validate on part of a real training set; the name then ends in
+    ``[train]`` or ``[holdout]``, and sample i is the i-th record of that side."""
 
-    def __init__(self, path: str, name: str | None = None):
+    def __init__(self, path: str, name: str | None = None, split: dict | None = None):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"LMDB dataset folder not found: {path}")
         self.path = path
-        self.name = name or os.path.basename(os.path.normpath(path))
+        self.name = name or os.path.basename(os.path.normpath(path)) + (f"[{split['part']}]" if split else "")
         with _open_lmdb(path).begin(write=False) as txn:
             raw = txn.get(b"num-samples")
             if raw is None:
@@ -62,6 +74,12 @@ class LMDBSource:
                     self.sizes[i] = (w, h)
                 except Exception:
                     self.missing_wh += 1
+        self.records = np.arange(claimed)  # sample i -> record records[i] (0-based)
+        if split:
+            kept, held = split_records(claimed, split["holdout"], split.get("seed", 0))
+            self.records = held if split["part"] == "holdout" else kept
+            self.sizes = self.sizes[self.records]
+            self.num_samples = len(self.records)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -78,15 +96,16 @@ class LMDBSource:
         return ratios
 
     def load(self, index: int, epoch: int, rng: random.Random) -> tuple[np.ndarray, str]:
+        record = int(self.records[index]) + 1
         with self._txn() as txn:
-            image = txn.get(b"image-%09d" % (index + 1))
-            label = txn.get(b"label-%09d" % (index + 1))
+            image = txn.get(b"image-%09d" % record)
+            label = txn.get(b"label-%09d" % record)
         if image is None or label is None:
-            raise MissingRecord("missing_record", f"{self.name}[{index + 1}]")
+            raise MissingRecord("missing_record", f"{self.name}[{record}]")
         try:
             text = label.decode("utf-8")
         except UnicodeDecodeError:
-            raise DecodeError("invalid_utf8_label", f"{self.name}[{index + 1}]") from None
+            raise DecodeError("invalid_utf8_label", f"{self.name}[{record}]") from None
         return decode_image(image), text
 
 
