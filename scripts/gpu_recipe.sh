@@ -11,15 +11,20 @@
 #   bash scripts/gpu_recipe.sh start      # the recipe configs (CONFIGS, side by side; default the Mamba one) in the
 #                                         # background (setsid), then watch them for WATCH seconds (RECIPE_ARGS,
 #                                         # SUFFIX: a variant)
-#   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec, releases
-#                                         # (RELEASE=name) and a results tarball; EVAL=0: no eval_rec, every run's
-#                                         # fp16 release comes back instead (evaluate it with eval_rec on any machine)
+#   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec (per-sample
+#                                         # predictions too, for tools/compare_rec.py; EVAL_SETS=config: the config's
+#                                         # Eval sets instead of the benchmarks), releases (RELEASE=name) and a results
+#                                         # tarball; EVAL=0: no eval_rec, every run's fp16 release comes back instead
+#                                         # (evaluate it with eval_rec on any machine)
 # A start or finish call that ends while runs still train returns progress.tar.gz (logs) and snapshot_RUN/
 # (the fp16 weights of each run's last save), in case the machine is gone by the next call.
 # A lent machine is held at most 30 minutes and goes back 30 s after a call ends: start and finish must
 # run on the same one, in calls that follow each other at once. The recipe as in README (its 15 loader
 # workers want the whole machine, so one model at a time; CONFIGS=svtrv2_tiny_real for the twin):
 #   RECIPE_ARGS="Global.cuda_graphs=true" bash scripts/gpu_recipe.sh start
+# A recipe change judged on held-out real crops, not the benchmarks (the _holdout config; the two runs in turn):
+#   CONFIGS=svtrv2_mamba_tiny_real_holdout RECIPE_ARGS="Global.cuda_graphs=true" ... start, then EVAL_SETS=config ... finish
+#   the same with SUFFIX=_arc RECIPE_ARGS="Global.cuda_graphs=true Train.datasets.0.style.p_arc=0.05"
 # The lr-matched Mamba run of README:
 #   CONFIGS=svtrv2_mamba_tiny_real SUFFIX=_lr5e-4 RECIPE_ARGS="Optimizer.lr=0.0005" bash scripts/gpu_recipe.sh start
 set -uo pipefail
@@ -160,13 +165,18 @@ elif [ "$MODE" = finish ]; then
     if [ "${EVAL:-1}" = 0 ]; then  # short of hold time: bring the fp16 weights back and evaluate them elsewhere
       python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
     else
+      # EVAL_SETS=config: the run's own Eval sets (a _holdout config's held-out real crops), not the benchmarks
+      sets="--sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857"
+      [ "${EVAL_SETS:-benchmarks}" = config ] && sets=""
       python3 tools/eval_rec.py --c $R/config.yml --o Global.checkpoints=$R/latest.pth --json "$OUT/results/${name}_eval.json" \
-        --sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857 | tee "$OUT/results/${name}_eval.txt"
+        --predictions "$OUT/results/${name}_predictions.tsv" $sets | tee "$OUT/results/${name}_eval.txt"
       [ "${RELEASE:-}" = "$name" ] && python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
     fi
     for f in history.jsonl train.log curves.png summary.json config.yml; do
       [ -f $R/$f ] && cp $R/$f "$OUT/results/${name}_$f"; done
   done
-  python3 scripts/summarize_runs.py $WORK/output/recipe/*/ --sets IIIT5k_3000 SVT_647 IC13_857 | tee "$OUT/results/summary.txt"
+  avg_sets=(IIIT5k_3000 SVT_647 IC13_857)
+  [ "${EVAL_SETS:-benchmarks}" = config ] && avg_sets=("IIIT5k_train_2000[holdout]" "SVT_train_257[holdout]" "IC15_train_4468[holdout]")
+  python3 scripts/summarize_runs.py $WORK/output/recipe/*/ --sets "${avg_sets[@]}" | tee "$OUT/results/summary.txt"
   tar -C "$OUT" -czf "$OUT/results${RUNS:+_$RUNS}.tar.gz" results && rm -rf "$OUT/results"
 fi

@@ -238,3 +238,29 @@ def test_lmdb_is_read_by_forked_workers_and_listed_twice(tmp_path):
         for k, v in b["skipped"].items():
             skipped[k] = skipped.get(k, 0) + v
     assert skipped == {} and sorted(texts) == sorted([f"w{i}" for i in range(40)] * 2)
+
+
+def test_holdout_recipe_never_evaluates_a_crop_it_trains_on(tmp_path, monkeypatch):
+    """configs/rec/svtrv2/svtrv2_mamba_tiny_real_holdout.yml: per real folder, the Train entry's records and
+    the Eval entry's are disjoint and together the whole folder (small stand-in LMDBs under ./data)."""
+    import os
+    import cv2
+    from openrec.config import load_config
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_config(os.path.join(root, "configs/rec/svtrv2/svtrv2_mamba_tiny_real_holdout.yml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "fonts").mkdir(parents=True)
+    for name, n in (("IIIT5k_train_2000", 40), ("SVT_train_257", 11), ("IC15_train_4468", 25)):
+        with LMDBWriter(str(tmp_path / "data" / "real_train" / name)) as writer:
+            for i in range(n):
+                ok, buf = cv2.imencode(".png", np.full((32, 64, 3), i, np.uint8))
+                writer.add(buf.tobytes(), f"{name}-{i}", 64, 32)
+    train = [e for e in validate_section(config["Train"], "Train")["datasets"] if e["type"] == "lmdb"]
+    held = [e for e in validate_section(config["Eval"], "Eval")["datasets"] if e["type"] == "lmdb"]
+    assert [e["path"] for e in train] == [e["path"] for e in held] and len(train) == 3
+    for t, h in zip(train, held):
+        a, b = LMDBSource(t["path"], split=t["split"]), LMDBSource(h["path"], split=h["split"])
+        labels_a = {a.load(i, 0, None)[1] for i in range(len(a))}
+        labels_b = {b.load(i, 0, None)[1] for i in range(len(b))}
+        assert not labels_a & labels_b and len(labels_a | labels_b) == len(a) + len(b)
+        assert len(b) == round(0.2 * (len(a) + len(b))) and b.name.endswith("[holdout]")
