@@ -10,46 +10,32 @@ normalisation (letters and digits). Per set and band: samples, each model's accu
 that model's misreads in the band.
 """
 import argparse
-import csv
 import os
 import sys
 
-import lmdb
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+from openrec.data.sources import LMDBSource  # noqa: E402
 from openrec.metrics import normalize_text  # noqa: E402
+from openrec.metrics.compare import read_prediction_rows  # noqa: E402
 
 BANDS = (0.0, 0.35, 0.5, 0.7, 1.0, float("inf"))
 
 
 def read_sizes(folder: str) -> np.ndarray:
-    """(W, H) of every record, in record order; an error names a record without a ``wh`` entry."""
-    env = lmdb.open(folder, readonly=True, lock=False, readahead=False)
-    try:
-        with env.begin() as txn:
-            n = int(txn.get(b"num-samples"))
-            sizes = []
-            for i in range(1, n + 1):
-                wh = txn.get(b"wh-%09d" % i)
-                if wh is None:
-                    raise ValueError(f"{folder}: record {i} has no wh-{i:09d} entry (W_H); rewrite the LMDB with sizes")
-                sizes.append([int(v) for v in wh.decode().split("_")])
-    finally:
-        env.close()
-    return np.array(sizes, dtype=np.float64).reshape(-1, 2)
+    """(W, H) of every record, in record order; an error names a folder with records lacking ``wh``."""
+    source = LMDBSource(folder)
+    if source.missing_wh:
+        raise ValueError(f"{folder}: {source.missing_wh} records have no wh-%09d entry (W_H); rewrite the LMDB with sizes")
+    return source.sizes.astype(np.float64)
 
 
 def read_outcomes(path: str) -> dict[str, dict[int, tuple[str, bool]]]:
     """set -> {index: (label, correct)} from an eval_rec --predictions file."""
-    out: dict[str, dict[int, tuple[str, bool]]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # labels may hold quote marks
-        next(rows)
-        for name, index, label, _, correct in rows:
-            out.setdefault(name, {})[int(index)] = (label, correct == "1")
-    return out
+    return {name: {i: (label, ok) for i, (label, _, ok) in rows.items()}
+            for name, rows in read_prediction_rows(path).items()}
 
 
 def band_table(sizes: np.ndarray, outcomes: list[dict[int, tuple[str, bool]]]) -> list[dict]:
@@ -92,7 +78,7 @@ def main(argv=None) -> int:
                 low, high = r["band"]
                 cells = " | ".join(f"{100 * a:5.1f}%, {100 * s:4.1f}%" for a, s in zip(r["acc"], r["misread_share"]))
                 print(f"  {low:.2f}-{high:<5.2f} {r['samples']:>6} | {cells}")
-    except (OSError, ValueError, lmdb.Error) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -158,6 +158,12 @@ elif [ "$MODE" = finish ]; then
     echo "still training"; exit 3
   fi
   mkdir -p "$OUT/results"
+  # EVAL_SETS=config: the runs' own Eval sets (a _holdout config's held-out real crops), not the benchmarks
+  sets=(--sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857)
+  avg_sets=(IIIT5k_3000 SVT_647 IC13_857)
+  if [ "${EVAL_SETS:-benchmarks}" = config ]; then
+    sets=(); avg_sets=("IIIT5k_train_2000[holdout]" "SVT_train_257[holdout]" "IC15_train_4468[holdout]")
+  fi
   for R in $WORK/output/recipe/${RUNS:-*}/; do
     R=${R%/}; name=$(basename $R)
     [ -f $R/latest.pth ] || continue
@@ -165,18 +171,13 @@ elif [ "$MODE" = finish ]; then
     if [ "${EVAL:-1}" = 0 ]; then  # short of hold time: bring the fp16 weights back and evaluate them elsewhere
       python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
     else
-      # EVAL_SETS=config: the run's own Eval sets (a _holdout config's held-out real crops), not the benchmarks
-      sets="--sets data/benchmarks/IIIT5k_3000 data/benchmarks/SVT_647 data/benchmarks/IC13_857"
-      [ "${EVAL_SETS:-benchmarks}" = config ] && sets=""
       python3 tools/eval_rec.py --c $R/config.yml --o Global.checkpoints=$R/latest.pth --json "$OUT/results/${name}_eval.json" \
-        --predictions "$OUT/results/${name}_predictions.tsv" $sets | tee "$OUT/results/${name}_eval.txt"
+        --predictions "$OUT/results/${name}_predictions.tsv" "${sets[@]}" | tee "$OUT/results/${name}_eval.txt"
       [ "${RELEASE:-}" = "$name" ] && python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/release_$name"
     fi
     for f in history.jsonl train.log curves.png summary.json config.yml; do
       [ -f $R/$f ] && cp $R/$f "$OUT/results/${name}_$f"; done
   done
-  avg_sets=(IIIT5k_3000 SVT_647 IC13_857)
-  [ "${EVAL_SETS:-benchmarks}" = config ] && avg_sets=("IIIT5k_train_2000[holdout]" "SVT_train_257[holdout]" "IC15_train_4468[holdout]")
   python3 scripts/summarize_runs.py $WORK/output/recipe/*/ --sets "${avg_sets[@]}" | tee "$OUT/results/summary.txt"
   tar -C "$OUT" -czf "$OUT/results${RUNS:+_$RUNS}.tar.gz" results && rm -rf "$OUT/results"
 fi

@@ -30,7 +30,7 @@ def evaluate_loader(model, loader, post, metric: RecMetric, device, autocast, ke
     result = metric.compute()
     result["skipped"] = skipped
     if keep_samples:
-        result["errors"] = list(metric.errors)
+        result["errors"] = metric.errors
         result["predictions"] = sorted((i, *o) for i, o in zip(indices, metric.outcomes))
     return result
 

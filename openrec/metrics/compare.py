@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-__all__ = ["PREDICTION_COLUMNS", "write_predictions", "read_predictions", "mcnemar_exact_p", "compare_predictions",
-           "format_comparison"]
+__all__ = ["PREDICTION_COLUMNS", "write_predictions", "read_predictions", "read_prediction_rows", "mcnemar_exact_p",
+           "compare_predictions", "format_comparison"]
 
 PREDICTION_COLUMNS = ("set", "index", "label", "prediction", "correct")
 
@@ -32,8 +32,14 @@ def write_predictions(path: str, sets: dict[str, list[tuple[int, str, str, bool]
 
 
 def read_predictions(path: str) -> dict[str, dict[int, bool]]:
-    """set name -> {sample index: correct}, in the file's set order. Errors name the file and line."""
-    sets: dict[str, dict[int, bool]] = {}
+    """set name -> {sample index: correct}, in the file's set order."""
+    return {name: {i: ok for i, (_, _, ok) in rows.items()} for name, rows in read_prediction_rows(path).items()}
+
+
+def read_prediction_rows(path: str) -> dict[str, dict[int, tuple[str, str, bool]]]:
+    """set name -> {sample index: (label, prediction, correct)}, in the file's set order. Errors name the
+    file and line."""
+    sets: dict[str, dict[int, tuple[str, str, bool]]] = {}
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         if tuple(header) != PREDICTION_COLUMNS:
@@ -48,7 +54,7 @@ def read_predictions(path: str) -> dict[str, dict[int, bool]]:
             index = int(parts[1])
             if index in rows:
                 raise ValueError(f"{path}:{line_no}: sample {index} of {parts[0]} appears twice")
-            rows[index] = parts[4] == "1"
+            rows[index] = (parts[2], parts[3], parts[4] == "1")
     return sets
 
 

@@ -50,8 +50,7 @@ class RecMetric:
         self.correct = 0
         self.ned_sum = 0.0
         self.samples = 0
-        self.errors: list[tuple[str, str]] = []  # (label, prediction) of each misread sample, as given
-        self.outcomes: list[tuple[str, str, bool]] = []  # (label, prediction, correct) of every sample, in order
+        self.outcomes: list[tuple[str, str, bool]] = []  # (label, prediction, correct) of every sample, as given
 
     def update(self, preds: list[str], labels: list[str]) -> None:
         if len(preds) != len(labels):
@@ -61,11 +60,14 @@ class RecMetric:
             g = normalize_text(label, self.case_sensitive, self.ignore_space)
             self.correct += p == g
             self.outcomes.append((label, pred, p == g))
-            if p != g:
-                self.errors.append((label, pred))
             longest = max(len(p), len(g))
             self.ned_sum += edit_distance(p, g) / longest if longest else 0.0
             self.samples += 1
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        """(label, prediction) of each misread sample, in order."""
+        return [(label, pred) for label, pred, ok in self.outcomes if not ok]
 
     def compute(self) -> dict:
         n = self.samples
