@@ -100,6 +100,25 @@ def test_export_tool_then_infer_and_eval_tools_on_the_folder(gtc_run, tmp_path):
     assert res.returncode == 2 and "--sets" in res.stderr
 
 
+def test_export_onnx_tool_takes_a_release_folder_and_infer_reads_it_the_same(gtc_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    root, _, _ = gtc_run
+    res = _run_cli(["tools/export_release.py", "--checkpoint", str(root / "out" / "latest.pth"), "--out", str(tmp_path / "m")])
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = _run_cli(["tools/export_onnx.py", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "m.onnx")])
+    assert res.returncode == 0 and "onnxruntime vs PyTorch" in res.stdout, res.stderr[-2000:]
+    (tmp_path / "img").mkdir()
+    for i, data in enumerate(_word_images(3)):
+        (tmp_path / "img" / f"{i}.png").write_bytes(data)
+    read = [_run_cli(["tools/infer_rec.py", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "img"), *extra])
+            for extra in ([], ["--onnx", str(tmp_path / "m.onnx")])]
+    assert all(r.returncode == 0 for r in read), read[1].stderr[-2000:]
+    texts = [[line.split("\t")[:2] for line in r.stdout.strip().splitlines()] for r in read]
+    assert len(texts[0]) == 3 and texts[0] == texts[1]
+    res = _run_cli(["tools/export_onnx.py", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.onnx")])
+    assert res.returncode == 2 and "nowhere" in res.stderr and not (tmp_path / "x.onnx").exists()
+
+
 def test_shipped_model_reads_the_demo_images_on_cpu():
     cfg_path, weights = release_paths(DEFAULT_RELEASE)
     assert os.path.getsize(weights) <= 12 * 2**20  # the limit for committing a model

@@ -1,6 +1,8 @@
 """Export the inference path (encoder + CTC/RCTC head) to ONNX with standard operators.
 
     python tools/export_onnx.py --c CFG --o Global.checkpoints=PATH --out model.onnx [--bench]
+    python tools/export_onnx.py --out model.onnx                  # the released model (openrec/pretrained)
+    python tools/export_onnx.py --model RELEASE_DIR --out model.onnx
 
 Dynamic batch, height (32..64, a multiple of 8) and width (a multiple of 4). Checks onnxruntime
 against PyTorch at widths 64-384 and batch 1 and 8; --bench times batch-1 CPU latency of both.
@@ -14,7 +16,9 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 import torch  # noqa: E402
 
-from openrec.cli import config_parser, load_config_from_args  # noqa: E402
+from openrec.cli import add_model_arg, config_parser, model_config_from_args  # noqa: E402
+from openrec.config import ConfigError  # noqa: E402
+from openrec.engine.checkpoint import CheckpointError  # noqa: E402
 from openrec.engine.export import InferenceWrapper, export_onnx  # noqa: E402
 from openrec.engine.infer import TextRecognizer  # noqa: E402
 
@@ -31,13 +35,17 @@ def _median_ms(fn, runs: int = 30) -> float:
 
 
 def main(argv=None) -> int:
-    p = config_parser(__doc__)
+    p = config_parser(__doc__, config_required=False)  # without --c: a release folder (--model)
+    add_model_arg(p)
     p.add_argument("--out", required=True)
     p.add_argument("--bench", action="store_true")
     args = p.parse_args(argv)
-    config = load_config_from_args(args)
-    g = config.get("Global", {})
-    recognizer = TextRecognizer(config, g.get("checkpoints") or g.get("pretrained_model"))
+    try:
+        config, checkpoint = model_config_from_args(args)
+        recognizer = TextRecognizer(config, checkpoint)
+    except (ConfigError, CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     export_onnx(recognizer.model, args.out)
     import onnxruntime as ort
     session = ort.InferenceSession(args.out, providers=["CPUExecutionProvider"])
