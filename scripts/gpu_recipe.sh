@@ -10,7 +10,7 @@
 #                                         # training loop for N steps (RECIPE_ARGS="Global.profile_steps=[a,b]": a profile)
 #   bash scripts/gpu_recipe.sh start      # the recipe configs (CONFIGS, side by side; default the Mamba one) in the
 #                                         # background (setsid), then watch them for WATCH seconds (RECIPE_ARGS,
-#                                         # SUFFIX: a variant)
+#                                         # SUFFIX: a variant; RUN_PLAN: runs with their own overrides, below)
 #   bash scripts/gpu_recipe.sh finish     # watch until the runs end (RUNS: one of them), then eval_rec (per-sample
 #                                         # predictions too, for tools/compare_rec.py; EVAL_SETS=config: the config's
 #                                         # Eval sets instead of the benchmarks), releases (RELEASE=name) and a results
@@ -25,6 +25,10 @@
 # A recipe change judged on held-out real crops, not the benchmarks (the _holdout config; the two runs in turn):
 #   CONFIGS=svtrv2_mamba_tiny_real_holdout RECIPE_ARGS="Global.cuda_graphs=true" ... start, then EVAL_SETS=config ... finish
 #   the same with SUFFIX=_arc RECIPE_ARGS="Global.cuda_graphs=true Train.datasets.0.style.p_arc=0.05"
+# or both at once on a machine of two GPUs (nvidia-h100-x2: 32 cores, so each run keeps 15 loader workers),
+# one line per run, "config|suffix|its own overrides" (each run gets a GPU of its own when there is one each):
+#   RUN_PLAN=$'svtrv2_mamba_tiny_real_holdout||\nsvtrv2_mamba_tiny_real_holdout|_arc|Train.datasets.0.style.p_arc=0.05' \
+#     RECIPE_ARGS="Global.cuda_graphs=true" bash scripts/gpu_recipe.sh start
 # The lr-matched Mamba run of README:
 #   CONFIGS=svtrv2_mamba_tiny_real SUFFIX=_lr5e-4 RECIPE_ARGS="Optimizer.lr=0.0005" bash scripts/gpu_recipe.sh start
 set -uo pipefail
@@ -82,6 +86,38 @@ snapshot_progress() {  # runs still training at the end of a call: their logs so
     python3 tools/export_release.py --checkpoint $R/latest.pth --out "$OUT/snapshot_$(basename $R)" > "$OUT/snapshot_$(basename $R).log" 2>&1 \
       && tail -1 "$OUT/snapshot_$(basename $R).log" || { echo "snapshot of $R failed:"; tail -5 "$OUT/snapshot_$(basename $R).log"; }
   done
+}
+
+plan_runs() {  # one line per run, "config|suffix|overrides": RUN_PLAN's lines, else each of CONFIGS with SUFFIX
+  if [ -n "${RUN_PLAN:-}" ]; then printf '%s\n' "$RUN_PLAN" | grep -v '^[[:space:]]*$'
+  else for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do echo "$cfg|${SUFFIX:-}|"; done; fi
+}
+
+launch_runs() {  # every planned run in the background (setsid). Several runs share the CPU cores for their
+  # loaders (Train.num_workers = cores / runs - 1; RECIPE_ARGS can still set it) and, where the machine has a GPU
+  # for each, get one GPU each (CUDA_VISIBLE_DEVICES); otherwise they share the GPU. DRY_RUN=1 prints the commands.
+  local plan n gpus cores workers i=0 cfg suffix extra device
+  plan=$(plan_runs); n=$(printf '%s\n' "$plan" | grep -c .)
+  while IFS='|' read -r cfg suffix extra; do  # checked before any run starts
+    [ -f "$C/$cfg.yml" ] || { echo "gpu_recipe: no config $C/$cfg.yml" >&2; return 1; }
+  done <<< "$plan"
+  local shared; shared=$(printf '%s\n' "$plan" | cut -d'|' -f1,2 | sort | uniq -d | tr '|' ' ')
+  [ -z "$shared" ] || { echo "gpu_recipe: two runs would write one output folder ($shared): give them suffixes" >&2; return 1; }
+  gpus=${GPU_COUNT:-$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)}
+  cores=${CPU_COUNT:-$(nproc)}
+  workers=""; [ "$n" -gt 1 ] && workers="Train.num_workers=$(( cores / n > 1 ? cores / n - 1 : 1 ))"
+  while IFS='|' read -r cfg suffix extra; do
+    device=""; [ "$n" -gt 1 ] && [ "$gpus" -ge "$n" ] && device=$i
+    i=$(( i + 1 ))
+    local cmd="python3 tools/train_rec.py --c $C/$cfg.yml --o Global.output_dir=$WORK/output/recipe/$cfg$suffix"
+    cmd+=" Global.use_tensorboard=false $workers ${RECIPE_ARGS:-} $extra"
+    if [ "${DRY_RUN:-0}" = 1 ]; then echo "${device:+CUDA_VISIBLE_DEVICES=$device }$cmd"; continue; fi
+    # The outer redirection too: the shell that runs the backgrounded `cd && python3` list keeps this
+    # script's stdout until the run ends, so `gpu_recipe.sh start | tail` would wait for the whole run.
+    (cd $WORK/code && { [ -z "$device" ] || export CUDA_VISIBLE_DEVICES=$device; } \
+      && PYTHONPATH=/tmp/site:$GPUDATA/site:$WORK/code setsid nohup $cmd \
+      > $WORK/output/recipe/$cfg$suffix.stdout 2>&1 < /dev/null &) > /dev/null 2>&1 < /dev/null
+  done <<< "$plan"
 }
 
 if [ "$MODE" = ablation ]; then
@@ -142,13 +178,7 @@ elif [ "$MODE" = start ]; then
   # a snapshot of the code (kernels included) with its own data link, run from there
   rm -rf $WORK/code && mkdir -p $WORK/code $WORK/output/recipe && cp -r openrec tools configs $WORK/code/
   ln -sfn $GPUDATA/data $WORK/code/data
-  for cfg in ${CONFIGS:-svtrv2_mamba_tiny_real}; do  # SUFFIX names a variant (RECIPE_ARGS)
-    # The outer redirection too: the shell that runs the backgrounded `cd && python3` list keeps this
-    # script's stdout until the run ends, so `gpu_recipe.sh start | tail` would wait for the whole run.
-    (cd $WORK/code && PYTHONPATH=/tmp/site:$GPUDATA/site:$WORK/code setsid nohup python3 tools/train_rec.py \
-      --c $C/$cfg.yml --o Global.output_dir=$WORK/output/recipe/$cfg${SUFFIX:-} Global.use_tensorboard=false \
-      ${RECIPE_ARGS:-} > $WORK/output/recipe/$cfg${SUFFIX:-}.stdout 2>&1 < /dev/null &) > /dev/null 2>&1 < /dev/null
-  done
+  launch_runs || exit 1
   watch_runs ${WATCH:-500}
   runs_alive && snapshot_progress
 elif [ "$MODE" = finish ]; then

@@ -164,3 +164,37 @@ def test_recipe_call_snapshot_brings_back_logs_and_the_last_save(gtc_run, tmp_pa
     saved = torch.load(out / "snapshot_run_a" / "model.pth", weights_only=False)
     assert saved["meta"] == {"source_step": 2, "dtype": "float16"}
     TextRecognizer.from_release(str(out / "snapshot_run_a"))  # a release folder the tools can load
+
+
+def test_recipe_runs_of_a_plan_get_a_gpu_each_and_split_the_cores():
+    """scripts/gpu_recipe.sh's launch_runs (DRY_RUN=1 prints the commands it would start)."""
+    import subprocess
+    script = os.path.join(ROOT, "scripts", "gpu_recipe.sh")
+    plan = "svtrv2_mamba_tiny_real_holdout||\nsvtrv2_mamba_tiny_real_holdout|_arc|Train.datasets.0.style.p_arc=0.05\n"
+
+    def launch(gpus, cores, **env):
+        cmd = f'eval "$(sed -n "/^plan_runs() {{/,/^}}/p;/^launch_runs() {{/,/^}}/p" {script})"; launch_runs'
+        full_env = dict(os.environ, C="configs/rec/svtrv2", WORK="/w", DRY_RUN="1", GPU_COUNT=str(gpus),
+                        CPU_COUNT=str(cores), RECIPE_ARGS="Global.cuda_graphs=true", **env)
+        if "RUN_PLAN" not in env:
+            full_env.pop("RUN_PLAN", None)
+        return subprocess.run(["bash", "-c", cmd], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60)
+
+    res = launch(2, 32, RUN_PLAN=plan)  # nvidia-h100-x2: a GPU and 15 loader workers each
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1"]
+    assert all("Train.num_workers=15 Global.cuda_graphs=true" in line for line in lines)
+    assert lines[0].split()[-1] == "Global.cuda_graphs=true" and lines[1].endswith("Train.datasets.0.style.p_arc=0.05")
+    assert "output/recipe/svtrv2_mamba_tiny_real_holdout " in lines[0] and "output/recipe/svtrv2_mamba_tiny_real_holdout_arc " in lines[1]
+    res = launch(1, 16, RUN_PLAN=plan)  # one GPU: shared, and half the cores each
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("python3 ") and "Train.num_workers=7 " in line for line in lines)
+    res = launch(1, 16, CONFIGS="svtrv2_tiny_real", SUFFIX="_20k")  # one run: the config's own workers
+    assert res.stdout.split() == ["python3", "tools/train_rec.py", "--c", "configs/rec/svtrv2/svtrv2_tiny_real.yml", "--o",
+                                  "Global.output_dir=/w/output/recipe/svtrv2_tiny_real_20k", "Global.use_tensorboard=false",
+                                  "Global.cuda_graphs=true"]
+    res = launch(2, 32, RUN_PLAN="svtrv2_tiny_real|_a|\nsvtrv2_tiny_real|_a|Optimizer.lr=0.001")
+    assert res.returncode == 1 and "one output folder" in res.stderr and res.stdout == ""
+    res = launch(2, 32, CONFIGS="svtrv2_tiny_real svtrv2_tiny_rael")
+    assert res.returncode == 1 and "svtrv2_tiny_rael.yml" in res.stderr and res.stdout == ""
