@@ -39,7 +39,9 @@ def main():
     results = [last_eval(r, args.step) for r in args.runs]
     names = sorted({n for r in results for n in r.get("acc", {})})
     avg_sets = args.sets or names
-    print("run".ljust(28) + "step".rjust(7) + "img/s".rjust(7) + "".join(n[:14].rjust(15) for n in names) + "avg".rjust(8))
+    widths = [max(15, len(n) + 1) for n in names]  # whole set names: "IIIT5k_train_2000[holdout]" and the like
+    print("run".ljust(28) + "step".rjust(7) + "img/s".rjust(7) + "".join(n.rjust(w) for n, w in zip(names, widths))
+          + "avg".rjust(8))
     for r in results:
         if r["step"] is None:
             print(os.path.basename(os.path.normpath(r["run"])).ljust(28) + "  (no evaluation at that step)")
@@ -47,7 +49,7 @@ def main():
         avg = sum(r["acc"].get(n, 0.0) for n in avg_sets) / len(avg_sets)
         r["average_acc"] = avg
         print(os.path.basename(os.path.normpath(r["run"]))[:27].ljust(28) + f"{r['step']:7d}" + f"{r['median_img_per_s'] or 0:7.0f}"
-              + "".join(f"{100 * r['acc'].get(n, float('nan')):15.2f}" for n in names) + f"{100 * avg:8.2f}")
+              + "".join(f"{100 * r['acc'].get(n, float('nan')):{w}.2f}" for n, w in zip(names, widths)) + f"{100 * avg:8.2f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

@@ -253,3 +253,13 @@ def test_classify_errors_sorts_misreads_by_kind(tmp_path, capsys):
     rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in capsys.readouterr().out.splitlines()[1:4]}
     # confused, missing, of them a doubled letter read once, extra, mostly wrong
     assert rows == {"A": [1, 1, 1, 1, 0], "B": [0, 1, 0, 0, 2], "all": [1, 2, 1, 1, 2]}
+
+
+def test_eval_table_keeps_long_set_names_aligned():
+    from openrec.engine.evaluate import format_table
+    row = {"samples": 400, "acc": 0.5, "norm_edit_dis": 0.75}
+    table = format_table({"sets": {"SVT_647": row, "IIIT5k_train_2000[holdout]": row, "/data/eval/a/very/long/path/IC15_1811": row},
+                          "combined": row, "average": row})
+    lines = table.splitlines()
+    assert len({len(line) for line in lines}) == 1  # every column lines up
+    assert [line.split() for line in lines[1:]][1] == ["IIIT5k_train_2000[holdout]", "400", "50.00%", "75.00%"]

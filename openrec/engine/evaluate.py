@@ -42,10 +42,11 @@ def evaluate_sets(model, loaders: dict, post, metric: RecMetric, device, autocas
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'Dataset':<22} {'samples':>8} {'accuracy':>9} {'1-NED':>8}"]
+    width = max([22] + [len(name) for name in summary["sets"]])  # long names (full paths, "[holdout]") stay aligned
+    lines = [f"{'Dataset':<{width}} {'samples':>8} {'accuracy':>9} {'1-NED':>8}"]
     for name, r in summary["sets"].items():
-        lines.append(f"{name:<22} {r['samples']:>8} {100 * r['acc']:>8.2f}% {100 * r['norm_edit_dis']:>7.2f}%")
+        lines.append(f"{name:<{width}} {r['samples']:>8} {100 * r['acc']:>8.2f}% {100 * r['norm_edit_dis']:>7.2f}%")
     for name in ("combined", "average"):
         r = summary[name]
-        lines.append(f"{name.capitalize():<22} {r['samples']:>8} {100 * r['acc']:>8.2f}% {100 * r['norm_edit_dis']:>7.2f}%")
+        lines.append(f"{name.capitalize():<{width}} {r['samples']:>8} {100 * r['acc']:>8.2f}% {100 * r['norm_edit_dis']:>7.2f}%")
     return "\n".join(lines)
