@@ -113,9 +113,10 @@ class TextRecognizer:
         w, h = bucket_size(aspect_bucket(image.shape[1], image.shape[0], self.max_ratio))
         return to_tensor(image, w, h)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # not no_grad: the custom ops' autograd wrappers then stay out of the call
     def read_tensors(self, tensors: list[torch.Tensor]) -> list[tuple[str, float]]:
-        """Images already preprocessed; same-size images are batched together."""
+        """Images already preprocessed; same-size images are batched together. (Inference mode made
+        the released model's batch-1 CPU forward 4-5% faster than no_grad, perf note 72.)"""
         results: list[tuple[str, float] | None] = [None] * len(tensors)
         by_size: dict[tuple, list[int]] = {}
         for i, t in enumerate(tensors):
