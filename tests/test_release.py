@@ -30,6 +30,14 @@ def gtc_run(tmp_path_factory):
     return root, cfg, trainer
 
 
+@pytest.fixture(scope="module")
+def released(gtc_run, tmp_path_factory):
+    """The run's checkpoint exported by tools/export_release.py: (release folder, the tool's result)."""
+    root, _, _ = gtc_run
+    folder = tmp_path_factory.mktemp("released") / "m"
+    return folder, _run_cli(["tools/export_release.py", "--checkpoint", str(root / "out" / "latest.pth"), "--out", str(folder)])
+
+
 def _word_images(n=4):
     rng = np.random.default_rng(0)
     return [cv2.imencode(".png", rng.integers(0, 256, (32, 64 + 24 * i, 3), dtype=np.uint8))[1].tobytes()
@@ -67,14 +75,13 @@ def test_release_refuses_what_it_cannot_serve(gtc_run, tmp_path):
         release_paths(str(tmp_path / "half"))
 
 
-def test_export_tool_then_infer_and_eval_tools_on_the_folder(gtc_run, tmp_path):
-    root, _, _ = gtc_run
-    res = _run_cli(["tools/export_release.py", "--checkpoint", str(root / "out" / "latest.pth"), "--out", str(tmp_path / "m")])
+def test_export_tool_then_infer_and_eval_tools_on_the_folder(released, tmp_path):
+    release, res = released
     assert res.returncode == 0 and "model.pth" in res.stdout and "left out: decoder.gtc_decoder" in res.stdout, res.stderr
     (tmp_path / "img").mkdir()
     for i, data in enumerate(_word_images(2)):
         (tmp_path / "img" / f"{i}.png").write_bytes(data)
-    res = _run_cli(["tools/infer_rec.py", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "img")])
+    res = _run_cli(["tools/infer_rec.py", "--model", str(release), "--image", str(tmp_path / "img")])
     assert res.returncode == 0 and len(res.stdout.strip().splitlines()) == 2, res.stderr[-2000:]
     # sets we do not ship, in the standard layout, each get a row named after the folder
     sets = []
@@ -83,7 +90,7 @@ def test_export_tool_then_infer_and_eval_tools_on_the_folder(gtc_run, tmp_path):
             for word, data in zip(words, _word_images(len(words))):
                 w.add(data, word, 64, 32)
         sets.append(str(tmp_path / name))
-    res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m"), "--sets", *sets])
+    res = _run_cli(["tools/eval_rec.py", "--model", str(release), "--sets", *sets])
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [line.split() for line in res.stdout.strip().splitlines()[1:]]
     assert [(r[0], r[1]) for r in rows] == [("IC15_demo", "2"), ("CUTE80_demo", "1"), ("Combined", "3"), ("Average", "3")]
@@ -91,26 +98,25 @@ def test_export_tool_then_infer_and_eval_tools_on_the_folder(gtc_run, tmp_path):
     twin = str(tmp_path / "b" / "IC15_demo")  # a second folder with the same name: rows by full path
     with LMDBWriter(twin) as w:
         w.add(_word_images(1)[0], "xyz", 64, 32)
-    res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m"), "--sets", sets[0], twin])
+    res = _run_cli(["tools/eval_rec.py", "--model", str(release), "--sets", sets[0], twin])
     assert res.returncode == 0, res.stderr[-2000:]
     assert [line.split()[0] for line in res.stdout.strip().splitlines()[1:3]] == [sets[0], twin]
-    res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m"), "--sets", sets[0], str(tmp_path / "SVTP")])
+    res = _run_cli(["tools/eval_rec.py", "--model", str(release), "--sets", sets[0], str(tmp_path / "SVTP")])
     assert res.returncode == 2 and "no such folder" in res.stderr and "SVTP" in res.stderr and res.stdout == ""
-    res = _run_cli(["tools/eval_rec.py", "--model", str(tmp_path / "m")])
+    res = _run_cli(["tools/eval_rec.py", "--model", str(release)])
     assert res.returncode == 2 and "--sets" in res.stderr
 
 
-def test_export_onnx_tool_takes_a_release_folder_and_infer_reads_it_the_same(gtc_run, tmp_path):
+def test_export_onnx_tool_takes_a_release_folder_and_infer_reads_it_the_same(released, tmp_path):
     pytest.importorskip("onnxruntime")
-    root, _, _ = gtc_run
-    res = _run_cli(["tools/export_release.py", "--checkpoint", str(root / "out" / "latest.pth"), "--out", str(tmp_path / "m")])
+    release, res = released
     assert res.returncode == 0, res.stderr[-2000:]
-    res = _run_cli(["tools/export_onnx.py", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "m.onnx")])
+    res = _run_cli(["tools/export_onnx.py", "--model", str(release), "--out", str(tmp_path / "m.onnx")])
     assert res.returncode == 0 and "onnxruntime vs PyTorch" in res.stdout, res.stderr[-2000:]
     (tmp_path / "img").mkdir()
     for i, data in enumerate(_word_images(3)):
         (tmp_path / "img" / f"{i}.png").write_bytes(data)
-    read = [_run_cli(["tools/infer_rec.py", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "img"), *extra])
+    read = [_run_cli(["tools/infer_rec.py", "--model", str(release), "--image", str(tmp_path / "img"), *extra])
             for extra in ([], ["--onnx", str(tmp_path / "m.onnx")])]
     assert all(r.returncode == 0 for r in read), read[1].stderr[-2000:]
     texts = [[line.split("\t")[:2] for line in r.stdout.strip().splitlines()] for r in read]
